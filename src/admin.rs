@@ -1,0 +1,80 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and `/readyz`
+//! (listeners bound and config loaded, and not draining). It is never served on the public port.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// 0 while starting, then [`READY`], then [`DRAINING`].
+    state: AtomicU8,
+}
+
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Health {
+    pub fn set_ready(&self) {
+        self.state.store(READY, Ordering::Release);
+    }
+
+    /// From now on `/readyz` fails, so that load balancers stop routing here before connections close.
+    pub fn set_draining(&self) {
+        self.state.store(DRAINING, Ordering::Release);
+    }
+
+    /// `Ok` when ready, else the short reason `/readyz` gives.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        match self.state.load(Ordering::Acquire) {
+            READY => Ok(()),
+            DRAINING => Err("draining"),
+            _ => Err("starting"),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: PrometheusHandle,
+    pub health: Arc<Health>,
+}
+
+impl Admin {
+    pub async fn handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let (status, content_type, body) = match req.uri().path() {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(self.metrics.render()),
+            ),
+            "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            "/readyz" => match self.health.readiness() {
+                Ok(()) => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
+                Err(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    Bytes::from(format!("not ready: {reason}\n")),
+                ),
+            },
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                Bytes::from_static(b"not found\n"),
+            ),
+        };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        Ok(response)
+    }
+}

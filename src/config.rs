@@ -1,0 +1,705 @@
+//! Typed, strict configuration: `load()` parses TOML (unknown keys are errors that name the key) and
+//! `validate()` checks the rules that span several keys. Every default lives in this file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The embedded default config, the same text as `config/hookgate.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/hookgate.toml");
+
+/// Everything that can go wrong while loading a config. Each message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, limits and timeouts.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How the client IP is found behind proxies.
+    #[serde(default)]
+    pub client_ip: ClientIpConfig,
+    /// Per client IP rate limit; each source may override it.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Where event ids are remembered.
+    #[serde(default)]
+    pub dedup: DedupConfig,
+    /// The webhook sources, one `[[source]]` table each.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public ingress address. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Admin address for `/metrics`, `/healthz`, `/readyz`. Never the public one. Default `127.0.0.1:9090`.
+    pub admin_listen: SocketAddr,
+    /// Largest accepted body, in bytes; exactly this many is accepted. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// How long a client may take to send the request head. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send the body, once the head is in. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before they are cut. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientIpConfig {
+    /// CIDRs whose `X-Forwarded-For` is believed. Default empty: the header is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per client IP. Default 100.
+    pub per_second: u32,
+    /// Requests a client may send at once above the sustained rate. Default 200.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 100,
+            burst: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    Reject,
+    Accept,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// `memory` (one process, the default) or `redis` (shared by replicas).
+    pub store: StoreKind,
+    /// Redis URL for `store = "redis"`. Default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// How long a delivered event id is remembered. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long a claim may stay in flight before it frees itself. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// What to do when the store cannot be reached: `reject` (503, the default) or `accept` (no dedup).
+    pub on_store_error: OnStoreError,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            ttl: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
+            on_store_error: OnStoreError::Reject,
+        }
+    }
+}
+
+/// The signature scheme a source uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemeKind {
+    Stripe,
+    Github,
+    Shopify,
+    Slack,
+    /// Standard Webhooks, which Svix also speaks.
+    Standard,
+    /// Generic HMAC, configured by `[source.hmac]`.
+    Hmac,
+}
+
+impl SchemeKind {
+    pub const ALL: [SchemeKind; 6] = [
+        SchemeKind::Stripe,
+        SchemeKind::Github,
+        SchemeKind::Shopify,
+        SchemeKind::Slack,
+        SchemeKind::Standard,
+        SchemeKind::Hmac,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeKind::Stripe => "stripe",
+            SchemeKind::Github => "github",
+            SchemeKind::Shopify => "shopify",
+            SchemeKind::Slack => "slack",
+            SchemeKind::Standard => "standard",
+            SchemeKind::Hmac => "hmac",
+        }
+    }
+}
+
+impl std::str::FromStr for SchemeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown scheme `{s}`; expected stripe, github, shopify, slack, standard or hmac"))
+    }
+}
+
+/// One webhook sender.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name, used in metric labels and store keys: `[a-z0-9_-]`, at most 64 characters.
+    pub name: String,
+    /// The public path that selects this source, such as `/webhooks/stripe`.
+    pub path: String,
+    /// The signature scheme.
+    pub scheme: SchemeKind,
+    /// Secrets, all tried (rotation): `env:NAME`, `file:/path` or a literal. At least one.
+    pub secrets: Vec<SecretRef>,
+    /// Largest accepted clock difference for timestamped schemes. Default `5m`, no cap.
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub tolerance: Duration,
+    /// CIDRs allowed to send; empty allows any address.
+    #[serde(default)]
+    pub allow_ips: Vec<IpNet>,
+    /// Where the event id is: `header:NAME` or `json:/pointer`. Default: the scheme's own.
+    #[serde(default)]
+    pub event_id: Option<EventIdSpec>,
+    /// Settings of the generic `hmac` scheme; required with `scheme = "hmac"`, refused otherwise.
+    #[serde(default)]
+    pub hmac: Option<HmacConfig>,
+    /// Where accepted events go.
+    pub forward: ForwardConfig,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Settings of the generic HMAC scheme.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacConfig {
+    /// The header carrying the signature.
+    #[serde(with = "header_name")]
+    pub header: HeaderName,
+    /// `sha256` (default), `sha1` or `sha512`.
+    #[serde(default)]
+    pub algorithm: HmacAlgorithm,
+    /// `hex` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// Text before the signature in the header, such as `sha256=`. Default none.
+    #[serde(default)]
+    pub prefix: String,
+    /// What is signed. `{body}` is the raw body and `{timestamp}` the timestamp header. Default `{body}`.
+    #[serde(default = "default_signed_content")]
+    pub signed_content: String,
+    /// Header with a Unix timestamp in seconds; when set, the source's tolerance applies.
+    #[serde(default, with = "opt_header_name")]
+    pub timestamp_header: Option<HeaderName>,
+}
+
+fn default_signed_content() -> String {
+    "{body}".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    #[default]
+    Sha256,
+    Sha1,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// Where accepted events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ForwardConfig {
+    /// POST to `url` and wait for its answer.
+    Http {
+        /// Downstream URL, `http://` only.
+        url: String,
+        /// Whole-request timeout towards the downstream. Default `10s`.
+        #[serde(default = "default_forward_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// Write each event as one JSON line on stdout.
+    Stdout {},
+}
+
+fn default_forward_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `header:NAME` or `json:/pointer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum EventIdSpec {
+    Header(HeaderName),
+    /// An RFC 6901 JSON pointer, such as `/id` or `/event/id`.
+    Json(String),
+}
+
+impl TryFrom<String> for EventIdSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Some(name) = s.strip_prefix("header:") {
+            HeaderName::try_from(name)
+                .map(EventIdSpec::Header)
+                .map_err(|_| format!("`{name}` is not a valid header name"))
+        } else if let Some(pointer) = s.strip_prefix("json:") {
+            if pointer.starts_with('/') {
+                Ok(EventIdSpec::Json(pointer.to_owned()))
+            } else {
+                Err(format!("JSON pointer `{pointer}` must start with `/`"))
+            }
+        } else {
+            Err(format!("`{s}` must be `header:NAME` or `json:/pointer`"))
+        }
+    }
+}
+
+impl fmt::Display for EventIdSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventIdSpec::Header(name) => write!(f, "header:{name}"),
+            EventIdSpec::Json(pointer) => write!(f, "json:{pointer}"),
+        }
+    }
+}
+
+/// Where a secret comes from. Resolved once at load; its value never appears in `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(from = "String")]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+    Literal(Secret),
+}
+
+impl From<String> for SecretRef {
+    fn from(s: String) -> Self {
+        if let Some(name) = s.strip_prefix("env:") {
+            SecretRef::Env(name.to_owned())
+        } else if let Some(path) = s.strip_prefix("file:") {
+            SecretRef::File(PathBuf::from(path))
+        } else {
+            SecretRef::Literal(Secret(s))
+        }
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "env:{name}"),
+            SecretRef::File(path) => write!(f, "file:{}", path.display()),
+            SecretRef::Literal(_) => f.write_str("[redacted literal]"),
+        }
+    }
+}
+
+impl SecretRef {
+    /// Reads the secret's value. A trailing newline of a file is dropped.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let value = match self {
+            SecretRef::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable `{name}` is not set or not UTF-8"))?,
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            SecretRef::Literal(secret) => secret.0.clone(),
+        };
+        if value.is_empty() {
+            return Err(format!("secret {self:?} is empty"));
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A secret value. `Debug` prints `[redacted]` so that it cannot reach a log by accident.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+mod header_name {
+    use http::HeaderName;
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+        let s = String::deserialize(d)?;
+        HeaderName::try_from(s.as_str())
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid header name")))
+    }
+}
+
+mod opt_header_name {
+    use http::HeaderName;
+    use serde::Deserializer;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<HeaderName>, D::Error> {
+        super::header_name::deserialize(d).map(Some)
+    }
+}
+
+/// Reads, parses and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` only names the origin in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })?;
+    Ok(config)
+}
+
+impl Config {
+    /// Cross-field rules. The error names the key it is about.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let server = &self.server;
+        if server.listen == server.admin_listen {
+            return Err((
+                "server.admin_listen".into(),
+                "must differ from server.listen: the admin endpoints never share the public port"
+                    .into(),
+            ));
+        }
+        if server.max_body_bytes == 0 {
+            return Err(("server.max_body_bytes".into(), "must be at least 1".into()));
+        }
+        if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
+            return Err((
+                "rate_limit".into(),
+                "per_second and burst must be at least 1".into(),
+            ));
+        }
+        if self.dedup.lease.is_zero() || self.dedup.ttl.is_zero() {
+            return Err((
+                "dedup".into(),
+                "ttl and lease must be longer than zero".into(),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err((
+                "source".into(),
+                "no [[source]] is configured: hookgate would refuse every request".into(),
+            ));
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            let key = |field: &str| format!("source[{i}] ({:?}).{field}", source.name);
+            source
+                .validate()
+                .map_err(|(field, msg)| (key(field), msg))?;
+            if let Some(j) = self.sources[..i].iter().position(|s| s.name == source.name) {
+                return Err((key("name"), format!("repeats the name of source[{j}]")));
+            }
+            if let Some(j) = self.sources[..i].iter().position(|s| s.path == source.path) {
+                return Err((key("path"), format!("repeats the path of source[{j}]")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err((
+                "name",
+                "must be 1 to 64 characters of a-z, 0-9, `_` and `-`".into(),
+            ));
+        }
+        if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
+            return Err((
+                "path",
+                "must start with `/` and hold no `?`, `#` or space".into(),
+            ));
+        }
+        if self.secrets.is_empty() {
+            return Err((
+                "secrets",
+                "at least one secret is required: hookgate never accepts unsigned events".into(),
+            ));
+        }
+        match (self.scheme, &self.hmac) {
+            (SchemeKind::Hmac, None) => {
+                return Err((
+                    "hmac",
+                    "scheme = \"hmac\" needs a [source.hmac] table".into(),
+                ));
+            }
+            (SchemeKind::Hmac, Some(hmac)) => {
+                crate::verify::hmac::Template::parse(
+                    &hmac.signed_content,
+                    hmac.timestamp_header.is_some(),
+                )
+                .map_err(|msg| ("hmac.signed_content", msg))?;
+                if self.event_id.is_none() {
+                    return Err((
+                        "event_id",
+                        "scheme = \"hmac\" has no default event id: set `header:NAME` or `json:/pointer`".into(),
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err((
+                    "hmac",
+                    "[source.hmac] applies only to scheme = \"hmac\"".into(),
+                ));
+            }
+            (_, None) => {}
+        }
+        if let ForwardConfig::Http { url, timeout } = &self.forward {
+            crate::forward::http::parse_url(url).map_err(|msg| ("forward.url", msg))?;
+            if timeout.is_zero() {
+                return Err(("forward.timeout", "must be longer than zero".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[source]]
+        name = "gh"
+        path = "/gh"
+        scheme = "github"
+        secrets = ["s3cret"]
+        forward = { kind = "stdout" }
+    "#;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse_str(MINIMAL).expect("valid");
+        assert_eq!(config.server.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.dedup.ttl, Duration::from_secs(86_400));
+        assert_eq!(config.sources[0].tolerance, Duration::from_secs(300));
+        assert!(config.client_ip.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = MINIMAL.replace("scheme =", "colour = \"red\"\n        scheme =");
+        let err = parse_str(&text).expect_err("unknown key").to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_forward_is_an_error() {
+        let text = MINIMAL.replace("kind = \"stdout\"", "kind = \"stdout\", url = \"http://x\"");
+        let err = parse_str(&text).expect_err("unknown key").to_string();
+        assert!(err.contains("url"), "{err}");
+    }
+
+    #[test]
+    fn source_without_secret_does_not_load() {
+        let err = parse_str(&MINIMAL.replace("[\"s3cret\"]", "[]"))
+            .expect_err("no secret")
+            .to_string();
+        assert!(err.contains("source[0] (\"gh\").secrets"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_paths_are_refused() {
+        let twice = format!(
+            "{MINIMAL}{}",
+            MINIMAL.replace("name = \"gh\"", "name = \"gh2\"")
+        );
+        let err = parse_str(&twice).expect_err("same path").to_string();
+        assert!(err.contains("source[1] (\"gh2\").path"), "{err}");
+    }
+
+    #[test]
+    fn hmac_scheme_needs_its_table_and_an_event_id() {
+        let text = MINIMAL.replace("\"github\"", "\"hmac\"");
+        assert!(
+            parse_str(&text)
+                .expect_err("no table")
+                .to_string()
+                .contains(".hmac")
+        );
+        let text = text.replace(
+            "forward =",
+            "hmac = { header = \"x-sig\" }\n        forward =",
+        );
+        assert!(
+            parse_str(&text)
+                .expect_err("no id")
+                .to_string()
+                .contains(".event_id")
+        );
+        let text = text.replace("forward =", "event_id = \"header:x-id\"\n        forward =");
+        parse_str(&text).expect("complete hmac source");
+    }
+
+    #[test]
+    fn bad_durations_and_event_ids_are_errors() {
+        let text = MINIMAL.replace(
+            "forward =",
+            "tolerance = \"five minutes\"\n        forward =",
+        );
+        assert!(
+            parse_str(&text)
+                .expect_err("bad duration")
+                .to_string()
+                .contains("tolerance")
+        );
+        let text = MINIMAL.replace("forward =", "event_id = \"body:/id\"\n        forward =");
+        assert!(
+            parse_str(&text)
+                .expect_err("bad id")
+                .to_string()
+                .contains("header:NAME")
+        );
+    }
+
+    #[test]
+    fn http_forward_needs_an_http_url() {
+        let text = MINIMAL.replace("kind = \"stdout\"", "kind = \"http\", url = \"ftp://x/\"");
+        let err = parse_str(&text).expect_err("ftp").to_string();
+        assert!(err.contains("forward.url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_file_and_literal() {
+        let dir = std::env::temp_dir().join(format!("hookgate-secret-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").expect("write");
+        let file = SecretRef::from(format!("file:{}", dir.display()));
+        assert_eq!(file.resolve().expect("file").expose(), "from-file");
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(
+            SecretRef::from("lit".to_owned())
+                .resolve()
+                .expect("lit")
+                .expose(),
+            "lit"
+        );
+        let missing = SecretRef::from("env:HOOKGATE_TEST_SURELY_UNSET".to_owned());
+        assert!(
+            missing
+                .resolve()
+                .expect_err("unset")
+                .contains("HOOKGATE_TEST_SURELY_UNSET")
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let config = parse_str(MINIMAL).expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(format!("{:?}", Secret::new("x")), "[redacted]");
+    }
+}

@@ -1,0 +1,132 @@
+//! The `http` handler: POST to the source's URL over one pooled keep-alive client shared by every source,
+//! and wait for the answer. 2xx is `forwarded`; anything else, a connection error or the timeout fails.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{
+    Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER,
+    end_to_end_headers,
+};
+use crate::error::Accepted;
+
+/// The client every `http` handler shares, so connections to one downstream are pooled across sources.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Checks that a downstream URL is `http://host[:port]/…`. TLS towards the downstream is not built in:
+/// the downstream sits beside the gateway, and a sidecar or service mesh adds TLS where it is needed.
+pub fn parse_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!("`{url}` must be an http:// URL with a host"));
+    }
+    Ok(uri)
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpHandler {
+    client: HttpClient,
+    url: Uri,
+    timeout: Duration,
+}
+
+impl HttpHandler {
+    pub fn new(client: HttpClient, url: &str, timeout: Duration) -> Result<Self, String> {
+        Ok(HttpHandler {
+            client,
+            url: parse_url(url)?,
+            timeout,
+        })
+    }
+
+    pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+        let request = self.request(delivery);
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ForwardError::Connect(error_chain(&e)))?;
+            let status = response.status();
+            // Read the answer to its end so that the connection goes back to the pool.
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                frame.map_err(|e| ForwardError::Connect(error_chain(&e)))?;
+            }
+            Ok(status)
+        };
+        let status = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ForwardError::Timeout(self.timeout))??;
+        if status.is_success() {
+            Ok(Accepted::Forwarded)
+        } else {
+            Err(ForwardError::Status(status))
+        }
+    }
+
+    fn request(&self, delivery: &Delivery<'_>) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(delivery.event.body().clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.url.clone();
+        let headers = request.headers_mut();
+        for (name, value) in end_to_end_headers(delivery.event.headers()) {
+            headers.append(name, value.clone());
+        }
+        // Only the resolved client goes on: entries to its left came from the sender and could be forged.
+        if let Ok(client) = HeaderValue::from_str(&delivery.client_ip.to_string()) {
+            headers.insert(FORWARDED_FOR, client);
+        }
+        headers.insert(
+            SOURCE_HEADER,
+            HeaderValue::from_str(delivery.source)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+        );
+        headers.insert(EVENT_ID_HEADER, delivery.event_id.header_value());
+        headers.insert(REQUEST_ID_HEADER, delivery.request_id.clone());
+        request
+    }
+}
+
+/// An error with its causes, since hyper's top-level messages ("client error (Connect)") hide the reason.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_with_a_host_are_accepted() {
+        assert!(parse_url("http://127.0.0.1:3000/hook").is_ok());
+        assert!(parse_url("https://example.test/hook").is_err());
+        assert!(parse_url("/relative").is_err());
+        assert!(parse_url("not a url").is_err());
+    }
+}

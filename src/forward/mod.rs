@@ -1,0 +1,142 @@
+//! Step 8, forwarding: hands a verified event to its source's handler. A handler failure is `502
+//! downstream_error`, a handler timeout `504 downstream_timeout`; either way the sender is told to retry.
+
+pub mod http;
+pub mod stdout;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+use crate::error::Accepted;
+use crate::verify::Verified;
+use crate::verify::event_id::EventId;
+
+/// Why a handler could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach the downstream: {0}")]
+    Connect(String),
+    #[error("the downstream answered {0}")]
+    Status(StatusCode),
+    #[error("cannot write the event: {0}")]
+    Io(String),
+}
+
+impl ForwardError {
+    /// The bounded `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ForwardError::Timeout(_) => "downstream_timeout",
+            ForwardError::Connect(_) => "downstream_error:connect",
+            ForwardError::Status(s) if s.is_server_error() => "downstream_error:status_5xx",
+            ForwardError::Status(_) => "downstream_error:status_other",
+            ForwardError::Io(_) => "downstream_error:io",
+        }
+    }
+}
+
+/// One accepted event on its way to a handler, with what the gateway learned about it.
+pub struct Delivery<'a> {
+    pub source: &'a str,
+    pub event: &'a Verified,
+    pub event_id: &'a EventId,
+    pub client_ip: IpAddr,
+    pub request_id: &'a HeaderValue,
+}
+
+/// A source's downstream handler.
+#[derive(Debug, Clone)]
+pub enum Handler {
+    Http(http::HttpHandler),
+    Stdout(stdout::StdoutHandler),
+}
+
+impl Handler {
+    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+        match self {
+            Handler::Http(h) => h.deliver(delivery).await,
+            Handler::Stdout(h) => h.deliver(delivery).await,
+        }
+    }
+}
+
+pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-hookgate-source");
+pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("x-hookgate-event-id");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) concern one connection and are never passed on. `host` and
+/// `content-length` are set anew for the downstream request.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// The end-to-end headers of the original request, without hop-by-hop ones nor those the `Connection`
+/// header names, nor the gateway's own headers (which a sender must not be able to forge).
+pub(crate) fn end_to_end_headers(
+    original: &HeaderMap,
+) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    let listed: Vec<String> = original
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .collect();
+    original.iter().filter(move |(name, _)| {
+        !is_hop_by_hop(name)
+            && !name.as_str().starts_with("x-hookgate-")
+            && *name != FORWARDED_FOR
+            && *name != REQUEST_ID_HEADER
+            && !listed.iter().any(|token| token == name.as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-hookgate-source", HeaderValue::from_static("forged"));
+        h.insert("stripe-signature", HeaderValue::from_static("t=1,v1=00"));
+        h.append("x-multi", HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("b"));
+        let kept: Vec<_> = end_to_end_headers(&h)
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("stripe-signature", "t=1,v1=00"),
+                ("x-multi", "a"),
+                ("x-multi", "b")
+            ]
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! The runtime form of a config: secrets read, keys set up, URLs parsed, routes built. Building it is the
+//! last check of a config, so `check-config` and start-up refuse exactly the same files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, ForwardConfig, SourceConfig};
+use crate::forward::Handler;
+use crate::forward::http::{HttpClient, HttpHandler};
+use crate::forward::stdout::StdoutHandler;
+use crate::ingress::allowlist::Allowlist;
+use crate::ingress::client_ip::Resolver;
+use crate::ingress::route::Routes;
+use crate::verify::Verifier;
+use crate::verify::event_id::Locator;
+
+/// One webhook sender, ready to serve.
+#[derive(Debug)]
+pub struct Source {
+    pub name: Arc<str>,
+    pub path: String,
+    pub verifier: Verifier,
+    pub event_id: Locator,
+    pub allowlist: Allowlist,
+    pub handler: Handler,
+}
+
+/// Limits on reading a request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    pub read_timeout: Duration,
+}
+
+/// Everything the request stack needs, built from one config.
+#[derive(Debug)]
+pub struct Gateway {
+    pub routes: Arc<Routes>,
+    pub client_ip: Resolver,
+    pub body: BodyLimits,
+}
+
+impl Gateway {
+    /// Builds the runtime form of `config`. `path` only names the file in errors.
+    pub fn build(
+        config: &Config,
+        client: &HttpClient,
+        path: &Path,
+    ) -> Result<Gateway, ConfigError> {
+        let sources = config
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| {
+                build_source(source, client).map_err(|(field, message)| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: format!("source[{i}] ({:?}).{field}", source.name),
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Gateway {
+            routes: Arc::new(Routes::new(sources)),
+            client_ip: Resolver::new(config.client_ip.trusted_proxies.clone()),
+            body: BodyLimits {
+                max_bytes: config.server.max_body_bytes,
+                read_timeout: config.server.body_read_timeout,
+            },
+        })
+    }
+}
+
+fn build_source(
+    config: &SourceConfig,
+    client: &HttpClient,
+) -> Result<Arc<Source>, (&'static str, String)> {
+    let secrets = config
+        .secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| secret.resolve().map_err(|e| format!("secrets[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("secrets", e))?;
+    let verifier = Verifier::new(
+        config.scheme,
+        config.hmac.as_ref(),
+        &secrets,
+        config.tolerance,
+    )
+    .map_err(|e| ("secrets", e))?;
+    let event_id = Locator::new(config.event_id.as_ref(), config.scheme).ok_or((
+        "event_id",
+        "this scheme has no default event id; set one".to_owned(),
+    ))?;
+    let handler = match &config.forward {
+        ForwardConfig::Http { url, timeout } => Handler::Http(
+            HttpHandler::new(client.clone(), url, *timeout).map_err(|e| ("forward.url", e))?,
+        ),
+        ForwardConfig::Stdout {} => Handler::Stdout(StdoutHandler),
+    };
+    Ok(Arc::new(Source {
+        name: Arc::from(config.name.as_str()),
+        path: config.path.clone(),
+        verifier,
+        event_id,
+        allowlist: Allowlist::new(config.allow_ips.clone()),
+        handler,
+    }))
+}

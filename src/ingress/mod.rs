@@ -1,0 +1,5 @@
+//! Steps 1 to 4, before the body is read: a request refused here costs no body memory and no HMAC.
+
+pub mod allowlist;
+pub mod client_ip;
+pub mod route;

@@ -1,0 +1,34 @@
+//! hookgate: a webhook ingress gateway. It answers the sender, and only events that are authentic,
+//! allowed, within limits and not already processed reach the application.
+//!
+//! # Layout
+//! In request-flow order:
+//! - [`config`]: typed, strict config; `load()` and `validate()`.
+//! - [`gateway`]: the runtime form of a config (secrets read, keys set up, routes built).
+//! - [`server`]: `run(config, listeners, shutdown)`: accept loops and graceful drain.
+//! - [`stack`]: the one place the request stack is assembled, first layer first.
+//! - [`respond`]: outermost layer; turns each request's fate into status, outcome header and metrics.
+//! - [`ingress`]: client IP, route (404/405), allowlist (403): all before the body is read.
+//! - [`pipeline`]: body limit (413), verification (401), event id (400), forwarding (502/504).
+//! - [`verify`]: one module per signature scheme; the only builder of a `Verified` event.
+//! - [`forward`]: downstream handlers (`http`, `stdout`).
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
+//! - [`metrics`]: every metric name and label.
+//! - [`error`]: the one table from outcome to status.
+//! - [`telemetry`]: logging setup.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod gateway;
+pub mod ingress;
+pub mod metrics;
+pub mod pipeline;
+pub mod respond;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod verify;

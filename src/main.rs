@@ -1,0 +1,246 @@
+//! The `hookgate` command: parse arguments, load the config, set up logging, run.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use hookgate::config::{self, HmacAlgorithm, HmacConfig, SchemeKind, Secret, SignatureEncoding};
+use hookgate::server::{self, Listeners};
+use hookgate::telemetry::{self, LogFormat};
+use hookgate::verify::Verifier;
+
+#[derive(Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A webhook ingress gateway: verify, deduplicate, forward."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file. Without it, `config/hookgate.toml`, or the embedded default when that file is absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file, secrets included, and print a one-line summary.
+    CheckConfig { path: PathBuf },
+    /// Read a body on stdin and print the headers a sender would send, one `Name: value` per line.
+    Sign(SignArgs),
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// stripe, github, shopify, slack, standard or hmac.
+    #[arg(long)]
+    scheme: SchemeKind,
+    /// The secret, as the sender has it (`whsec_…` for stripe and standard).
+    #[arg(long)]
+    secret: String,
+    /// Event id for schemes that carry it in a header (github, shopify, standard). Default: random.
+    #[arg(long)]
+    id: Option<String>,
+    /// Unix timestamp in seconds for timestamped schemes. Default: now.
+    #[arg(long, allow_hyphen_values = true)]
+    timestamp: Option<i64>,
+    /// hmac only: the signature header.
+    #[arg(long, default_value = "x-signature")]
+    header: String,
+    /// hmac only: sha256, sha1 or sha512.
+    #[arg(long, default_value = "sha256")]
+    algorithm: String,
+    /// hmac only: hex or base64.
+    #[arg(long, default_value = "hex")]
+    encoding: String,
+    /// hmac only: text before the signature.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// hmac only: the signed-content template.
+    #[arg(long, default_value = "{body}")]
+    signed_content: String,
+    /// hmac only: the timestamp header, if the template uses `{timestamp}`.
+    #[arg(long)]
+    timestamp_header: Option<String>,
+}
+
+const DEFAULT_CONFIG: &str = "config/hookgate.toml";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Sign(args) => sign(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("hookgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> Result<(), String> {
+    let (config, path) = match path {
+        Some(path) => (config::load(&path).map_err(|e| e.to_string())?, path),
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            let path = PathBuf::from(DEFAULT_CONFIG);
+            (config::load(&path).map_err(|e| e.to_string())?, path)
+        }
+        None => {
+            tracing::info!("{DEFAULT_CONFIG} not found; using the embedded default config");
+            let path = PathBuf::from("<embedded default>");
+            (
+                config::parse(config::EMBEDDED_DEFAULT, &path).map_err(|e| e.to_string())?,
+                path,
+            )
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let listeners = Listeners::bind(&config).await.map_err(|e| {
+            format!(
+                "cannot bind {} or {}: {e}",
+                config.server.listen, config.server.admin_listen
+            )
+        })?;
+        server::run(config, &path, listeners, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    // Connections cut at the end of the grace period may still hold tasks; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn check_config(path: &Path) -> Result<(), String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    // Building the gateway reads every secret and parses every URL, exactly as start-up does.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = hookgate::forward::http::client();
+        hookgate::gateway::Gateway::build(&config, &client, path).map_err(|e| e.to_string())
+    })?;
+    let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    println!(
+        "{}: ok: {} source(s) [{}], listen {}, admin {}, dedup {:?}",
+        path.display(),
+        names.len(),
+        names.join(", "),
+        config.server.listen,
+        config.server.admin_listen,
+        config.dedup.store
+    );
+    Ok(())
+}
+
+fn sign(args: SignArgs) -> Result<(), String> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
+    let hmac = if args.scheme == SchemeKind::Hmac {
+        Some(hmac_config(&args)?)
+    } else {
+        None
+    };
+    let verifier = Verifier::new(
+        args.scheme,
+        hmac.as_ref(),
+        &[Secret::new(args.secret)],
+        Duration::ZERO,
+    )?;
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("evt_{:024x}", rand::random::<u128>() >> 32));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    println!("Content-Type: application/json");
+    for (name, value) in verifier.sign(&body, &id, args.timestamp.unwrap_or(now)) {
+        println!("{}: {value}", canonical_case(name.as_str()));
+    }
+    Ok(())
+}
+
+fn hmac_config(args: &SignArgs) -> Result<HmacConfig, String> {
+    let header_name =
+        |s: &str| http::HeaderName::try_from(s).map_err(|_| format!("`{s}` is not a header name"));
+    Ok(HmacConfig {
+        header: header_name(&args.header)?,
+        algorithm: match args.algorithm.as_str() {
+            "sha256" => HmacAlgorithm::Sha256,
+            "sha1" => HmacAlgorithm::Sha1,
+            "sha512" => HmacAlgorithm::Sha512,
+            other => {
+                return Err(format!(
+                    "unknown algorithm `{other}`; use sha256, sha1 or sha512"
+                ));
+            }
+        },
+        encoding: match args.encoding.as_str() {
+            "hex" => SignatureEncoding::Hex,
+            "base64" => SignatureEncoding::Base64,
+            other => return Err(format!("unknown encoding `{other}`; use hex or base64")),
+        },
+        prefix: args.prefix.clone(),
+        signed_content: args.signed_content.clone(),
+        timestamp_header: args
+            .timestamp_header
+            .as_deref()
+            .map(header_name)
+            .transpose()?,
+    })
+}
+
+/// `x-hub-signature-256` as `X-Hub-Signature-256`, the way senders write it.
+fn canonical_case(name: &str) -> String {
+    name.split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}

@@ -1,0 +1,105 @@
+//! Every metric name and label in one place. Labels are bounded: a configured source name (or
+//! `_unknown`), an outcome, a reason, a status class. Never an IP address or an event id.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::Outcome;
+
+pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
+pub const REJECTIONS_TOTAL: &str = "hookgate_rejections_total";
+pub const REQUEST_DURATION: &str = "hookgate_request_duration_seconds";
+pub const FORWARD_DURATION: &str = "hookgate_forward_duration_seconds";
+pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
+pub const BUILD_INFO: &str = "hookgate_build_info";
+
+/// The label of requests whose path selects no source.
+pub const UNKNOWN_SOURCE: &str = "_unknown";
+
+/// Histogram buckets from 100 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Installs the Prometheus recorder once per process and returns its handle; later calls return the same
+/// handle, so several gateways in one test process share it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!(
+                            "a metrics recorder was already installed; /metrics may be empty"
+                        );
+                    }
+                    describe();
+                    handle
+                }
+                // The bucket list is a non-empty constant, so this arm is not taken.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the metrics recorder");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS_TOTAL, "Requests answered, by source and outcome.");
+    describe_counter!(REJECTIONS_TOTAL, "Requests refused, by source and reason.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request head to answer."
+    );
+    describe_histogram!(
+        FORWARD_DURATION,
+        Unit::Seconds,
+        "Time spent in the downstream handler."
+    );
+    describe_gauge!(INFLIGHT_REQUESTS, "Requests being processed now.");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running build."
+    );
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Counts one answered request and, for a refusal, its reason.
+pub fn request(
+    source: &Arc<str>,
+    outcome: Outcome,
+    reason: Option<&'static str>,
+    elapsed: Duration,
+) {
+    counter!(REQUESTS_TOTAL, "source" => source.clone(), "outcome" => outcome.as_str())
+        .increment(1);
+    histogram!(REQUEST_DURATION, "source" => source.clone(), "outcome" => outcome.as_str())
+        .record(elapsed.as_secs_f64());
+    if let Some(reason) = reason {
+        counter!(REJECTIONS_TOTAL, "source" => source.clone(), "reason" => reason).increment(1);
+    }
+}
+
+/// Times one handler call; `status_class` is `2xx`, `4xx`, `5xx`, `timeout` or `error`.
+pub fn forward(source: &Arc<str>, status_class: &'static str, elapsed: Duration) {
+    histogram!(FORWARD_DURATION, "source" => source.clone(), "status_class" => status_class)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn inflight(delta: f64) {
+    gauge!(INFLIGHT_REQUESTS).increment(delta);
+}

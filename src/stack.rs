@@ -1,0 +1,28 @@
+//! The one place the request stack is assembled. Read top to bottom: the first layer is the first to see
+//! a request. The order is the contract of DESIGN.md.
+
+use tower::ServiceBuilder;
+
+use crate::gateway::Gateway;
+use crate::ingress::allowlist::{AllowlistLayer, AllowlistService};
+use crate::ingress::client_ip::{ClientIpLayer, ClientIpService};
+use crate::ingress::route::{RouteLayer, RouteService};
+use crate::pipeline::Pipeline;
+use crate::respond::{RespondLayer, RespondService};
+
+/// The assembled stack, named so that it can be stored and swapped whole.
+pub type GatewayService = RespondService<ClientIpService<RouteService<AllowlistService<Pipeline>>>>;
+
+pub fn build(gateway: &Gateway) -> GatewayService {
+    ServiceBuilder::new()
+        // Outermost, so that every answer, refusal or not, gets its status, outcome header and metric.
+        .layer(RespondLayer)
+        // The client IP is needed by the allowlist and, later, the rate limiter.
+        .layer(ClientIpLayer::new(gateway.client_ip.clone()))
+        // The source decides which allowlist and limits apply; 404/405 cost one map lookup.
+        .layer(RouteLayer::new(gateway.routes.clone()))
+        // Before the body is read: a refused client costs no memory and no HMAC.
+        .layer(AllowlistLayer)
+        // Body limit, verification (before any store lookup), event id, forwarding.
+        .service(Pipeline::new(gateway.body))
+}

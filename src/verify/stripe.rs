@@ -1,0 +1,96 @@
+//! Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 over `"{t}.{body}"`. The key is
+//! the whole `whsec_…` string. Several `v1` entries may be present (Stripe sends one per active secret);
+//! other schemes such as `v0` are ignored. The tolerance applies.
+
+use http::HeaderName;
+
+use super::{Check, MacKey, VerifyError, decode_hex};
+
+pub const SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+
+pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
+    let header = check.header(&SIGNATURE)?;
+    let malformed = || VerifyError::MalformedHeader(SIGNATURE);
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for item in header.split(',') {
+        let (key, value) = item.trim().split_once('=').ok_or_else(malformed)?;
+        match key {
+            "t" if timestamp.is_none() => timestamp = Some(value),
+            "v1" => candidates.push(decode_hex(&SIGNATURE, value)?),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or_else(malformed)?;
+    if candidates.is_empty() {
+        return Err(malformed());
+    }
+    check.timestamp(&SIGNATURE, timestamp)?;
+    check.matches(&[timestamp.as_bytes(), b".", check.body], &candidates)
+}
+
+pub(crate) fn sign(key: &MacKey, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
+    let ts = timestamp.to_string();
+    let mac = key.sign(&[ts.as_bytes(), b".", body]);
+    vec![(SIGNATURE, format!("t={ts},v1={}", hex::encode(mac)))]
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::super::test_support::{headers, verifier};
+    use crate::config::SchemeKind;
+
+    // Computed independently:
+    // printf '1700000000.{"id":"evt_1MqqbKLt4dXK03v5qaIbiNCC","object":"event"}' \
+    //   | openssl dgst -sha256 -hmac "whsec_test_secret" -hex
+    const BODY: &[u8] = br#"{"id":"evt_1MqqbKLt4dXK03v5qaIbiNCC","object":"event"}"#;
+    const SIG: &str = "9d243686a9a29fe108b6d3468f53f003c98dddb97b1949de4a3725fca6f4215d";
+    const NOW: i64 = 1_700_000_010;
+
+    fn check(header: &str) -> Result<(), &'static str> {
+        let v = verifier(SchemeKind::Stripe, &["whsec_test_secret"]);
+        v.verify(
+            headers(&[("stripe-signature", header)]),
+            Bytes::from_static(BODY),
+            NOW,
+        )
+        .map(drop)
+        .map_err(|e| e.reason())
+    }
+
+    #[test]
+    fn known_vector_verifies() {
+        check(&format!("t=1700000000,v1={SIG}")).expect("openssl vector");
+    }
+
+    #[test]
+    fn one_matching_v1_among_several_is_enough() {
+        let wrong = "0".repeat(64);
+        check(&format!("t=1700000000,v1={wrong},v0=abc,v1={SIG}")).expect("second v1 matches");
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        assert_eq!(check(&format!("v1={SIG}")), Err("malformed_header"));
+        assert_eq!(check("t=1700000000"), Err("malformed_header"));
+        assert_eq!(check("t=1700000000;v1=00"), Err("malformed_header"));
+        assert_eq!(check("t=soon,v1=00"), Err("malformed_header"));
+        assert_eq!(check("t=1700000000,v1=zz"), Err("bad_encoding"));
+        assert_eq!(check(""), Err("malformed_header"));
+    }
+
+    #[test]
+    fn missing_header_and_stale_timestamp_are_refused() {
+        let v = verifier(SchemeKind::Stripe, &["whsec_test_secret"]);
+        let none = v.verify(headers(&[]), Bytes::from_static(BODY), NOW);
+        assert_eq!(none.expect_err("missing").reason(), "missing_header");
+        let late = v.verify(
+            headers(&[("stripe-signature", &format!("t=1700000000,v1={SIG}"))]),
+            Bytes::from_static(BODY),
+            1_700_000_000 + 301,
+        );
+        assert_eq!(late.expect_err("stale").reason(), "stale_timestamp");
+    }
+}
