@@ -454,7 +454,7 @@ impl Config {
     /// Cross-field rules. The error names the key it is about.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let server = &self.server;
-        if server.listen == server.admin_listen {
+        if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err((
                 "server.admin_listen".into(),
                 "must differ from server.listen: the admin endpoints never share the public port"

@@ -50,6 +50,10 @@ pub struct Delivery<'a> {
 
 /// A source's downstream handler.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per source, built once and kept behind an Arc"
+)]
 pub enum Handler {
     Http(http::HttpHandler),
     Stdout(stdout::StdoutHandler),

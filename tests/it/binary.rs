@@ -1,0 +1,257 @@
+//! The `hookgate` binary itself, as a newcomer uses it: `serve`, `sign`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::common::Sender;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookgate-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+/// The default config, moved to free ports.
+fn default_config_on_free_ports() -> (PathBuf, u16, u16) {
+    let (public, admin) = (free_port(), free_port());
+    let text = std::fs::read_to_string("config/hookgate.toml")
+        .expect("default config")
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{public}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+    (
+        temp_file(&format!("default-{public}.toml"), &text),
+        public,
+        admin,
+    )
+}
+
+async fn run_sign(args: &[&str], body: &[u8]) -> HeaderMap {
+    let mut child = Command::new(BIN)
+        .arg("sign")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sign");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .await
+        .expect("write body");
+    let output = child.wait_with_output().await.expect("sign output");
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(": ").expect("Name: value");
+            (
+                HeaderName::try_from(name).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            )
+        })
+        .collect()
+}
+
+async fn wait_ready(admin: u16, child: &mut Child) {
+    let sender = Sender::default();
+    for _ in 0..200 {
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        let reply = sender.try_send("GET", &url, HeaderMap::new(), "").await;
+        if reply.is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "hookgate exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("hookgate did not become ready in 5 s");
+}
+
+#[tokio::test]
+async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
+    let (config, public, admin) = default_config_on_free_ports();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    wait_ready(admin, &mut child).await;
+
+    let body = br#"{"action":"opened","number":1}"#;
+    let headers = run_sign(
+        &[
+            "--scheme",
+            "github",
+            "--secret",
+            "demo-secret-change-me",
+            "--id",
+            "d-1",
+        ],
+        body,
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{public}/webhooks/demo");
+    let sender = Sender::default();
+    sender
+        .post(&url, headers.clone(), body.to_vec())
+        .await
+        .assert(200, "forwarded");
+    sender
+        .post(&url, headers, br#"{"action":"closed","number":1}"#.to_vec())
+        .await
+        .assert(401, "bad_signature");
+
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(5), stdout.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read")
+        .expect("one line");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+    assert_eq!(event["source"], "demo");
+    assert_eq!(event["event_id"], "d-1");
+    assert_eq!(event["body_encoding"], "utf8");
+    assert_eq!(event["body"].as_str().map(str::as_bytes), Some(&body[..]));
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().expect("stderr"), &mut rest)
+        .await
+        .expect("stderr");
+    assert!(
+        !rest.contains("demo-secret-change-me"),
+        "the secret reached the logs: {rest}"
+    );
+    assert!(rest.contains("stopped"), "{rest}");
+}
+
+#[tokio::test]
+async fn sign_prints_the_headers_of_every_scheme() {
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["--scheme", "stripe", "--secret", "whsec_x"],
+            &["stripe-signature"],
+        ),
+        (
+            &["--scheme", "github", "--secret", "x"],
+            &["x-hub-signature-256", "x-github-delivery"],
+        ),
+        (
+            &["--scheme", "shopify", "--secret", "x"],
+            &["x-shopify-hmac-sha256", "x-shopify-webhook-id"],
+        ),
+        (
+            &["--scheme", "slack", "--secret", "x"],
+            &["x-slack-signature", "x-slack-request-timestamp"],
+        ),
+        (
+            &["--scheme", "standard", "--secret", "whsec_c2VjcmV0"],
+            &["webhook-id", "webhook-timestamp", "webhook-signature"],
+        ),
+        (
+            &["--scheme", "hmac", "--secret", "x", "--header", "x-sig"],
+            &["x-sig"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let headers = run_sign(args, b"{}").await;
+        for name in expected {
+            assert!(
+                headers.contains_key(*name),
+                "{args:?}: no {name} in {headers:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn check_config_accepts_the_default_and_names_the_key_of_a_bad_file() {
+    let ok = Command::new(BIN)
+        .args(["check-config", "config/hookgate.toml"])
+        .output()
+        .await
+        .expect("run");
+    assert!(ok.status.success());
+    let summary = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        summary.contains("ok") && summary.contains("demo"),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 1);
+
+    let text = std::fs::read_to_string("config/hookgate.toml")
+        .expect("read")
+        .replace("max_body_bytes", "max_body_size");
+    let bad = temp_file("unknown-key.toml", &text);
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_body_size") && err.contains("unknown-key.toml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_source_whose_secret_cannot_be_read_does_not_start() {
+    let (config, _, _) = default_config_on_free_ports();
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "\"demo-secret-change-me\"",
+        "\"env:HOOKGATE_IT_UNSET_SECRET\"",
+    );
+    let path = temp_file("unset-secret.toml", &text);
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("HOOKGATE_IT_UNSET_SECRET")
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HOOKGATE_IT_UNSET_SECRET") && err.contains("secrets"),
+        "{err}"
+    );
+}

@@ -1,0 +1,169 @@
+//! Test helpers: a gateway on port 0, a downstream that records what it receives, a loopback client and
+//! signing with the same code a sender would use.
+
+pub mod downstream;
+pub mod gateway;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hookgate::config::Config;
+use hookgate::verify::Verifier;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub use downstream::FakeDownstream;
+pub use gateway::TestGateway;
+
+/// An answer as the sender sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn outcome(&self) -> &str {
+        self.headers
+            .get("x-hookgate-outcome")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+    }
+
+    /// Asserts status and outcome header together, the way every test checks an answer.
+    #[track_caller]
+    pub fn assert(&self, status: u16, outcome: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.outcome()),
+            (status, outcome),
+            "body: {:?}",
+            self.body
+        );
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .expect("clock after 1970")
+}
+
+/// The headers a sender of `source` would send for `body`, signed at `timestamp`.
+pub fn sign_at(config: &Config, source: &str, body: &[u8], id: &str, timestamp: i64) -> HeaderMap {
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.name == source)
+        .unwrap_or_else(|| panic!("no source {source}"));
+    let secrets: Vec<_> = source
+        .secrets
+        .iter()
+        .map(|s| s.resolve().expect("secret"))
+        .collect();
+    let verifier = Verifier::new(
+        source.scheme,
+        source.hmac.as_ref(),
+        &secrets,
+        source.tolerance,
+    )
+    .expect("verifier");
+    let mut headers: HeaderMap = verifier
+        .sign(body, id, timestamp)
+        .into_iter()
+        .map(|(k, v)| (k, HeaderValue::from_str(&v).expect("header value")))
+        .collect();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    if source.name == "hmac" {
+        headers.insert("x-event-id", HeaderValue::from_str(id).expect("id"));
+    }
+    headers
+}
+
+pub fn sign(config: &Config, source: &str, body: &[u8], id: &str) -> HeaderMap {
+    sign_at(config, source, body, id, unix_now())
+}
+
+/// A JSON body that carries `id` where Stripe (`/id`) and Slack (`/event_id`) put it.
+pub fn event_body(id: &str) -> Vec<u8> {
+    format!("{{\"id\":\"{id}\",\"event_id\":\"{id}\",\"type\":\"test.event\",\"data\":{{\"note\":\"caf\u{e9} \u{2603}\",\"n\":1}}}}").into_bytes()
+}
+
+/// A keep-alive client over loopback.
+#[derive(Clone)]
+pub struct Sender {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Sender {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+}
+
+impl Sender {
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        self.try_send(method, url, headers, body)
+            .await
+            .expect("gateway answers")
+    }
+
+    /// Like `send`, but a connection cut before the answer is an `Err`, not a panic.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(body.into()))
+            .expect("request");
+        request.headers_mut().extend(headers);
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.map_err(|e| e.to_string())?.to_bytes(),
+        })
+    }
+
+    pub async fn try_post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        self.try_send("POST", url, headers, body).await
+    }
+
+    pub async fn post(&self, url: &str, headers: HeaderMap, body: impl Into<Bytes>) -> Reply {
+        self.send("POST", url, headers, body).await
+    }
+}
+
+pub fn header(name: &'static str, value: &str) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(name),
+        HeaderValue::from_str(value).expect("value"),
+    )
+}
