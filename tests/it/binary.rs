@@ -93,8 +93,9 @@ async fn wait_ready(admin: u16, child: &mut Child) {
 async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
     let (config, public, admin) = default_config_on_free_ports();
     let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
+        .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -116,6 +117,10 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
     )
     .await;
     let url = format!("http://127.0.0.1:{public}/webhooks/demo");
+    let signature = headers["x-hub-signature-256"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let sender = Sender::default();
     sender
         .post(&url, headers.clone(), body.to_vec())
@@ -158,7 +163,21 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
         !rest.contains("demo-secret-change-me"),
         "the secret reached the logs: {rest}"
     );
-    assert!(rest.contains("stopped"), "{rest}");
+    assert!(
+        !rest.contains(&signature[7..]),
+        "a signature reached the logs: {rest}"
+    );
+    let lines: Vec<serde_json::Value> = rest
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "stopped"), "{rest}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["reason"] == "bad_signature:mismatch"),
+        "the refusal is logged at debug: {rest}"
+    );
 }
 
 #[tokio::test]
