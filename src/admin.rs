@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and `/readyz`
-//! (listeners bound and config loaded, and not draining). It is never served on the public port.
+//! (listeners bound, config loaded, not draining, and the dedup store answers). It is never served on the
+//! public port.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::dedup::DedupStore;
 
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
@@ -44,9 +47,16 @@ impl Health {
 pub struct Admin {
     pub metrics: PrometheusHandle,
     pub health: Arc<Health>,
+    pub dedup: Arc<DedupStore>,
 }
 
 impl Admin {
+    /// Ready when serving, not draining, and the dedup store answers (a Redis `PING`).
+    async fn readiness(&self) -> Result<(), &'static str> {
+        self.health.readiness()?;
+        self.dedup.ping().await.map_err(|_| "dedup store unreachable")
+    }
+
     pub async fn handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
         let (status, content_type, body) = match req.uri().path() {
             "/metrics" => (
@@ -55,7 +65,7 @@ impl Admin {
                 Bytes::from(self.metrics.render()),
             ),
             "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-            "/readyz" => match self.health.readiness() {
+            "/readyz" => match self.readiness().await {
                 Ok(()) => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
                 Err(reason) => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -63,18 +73,13 @@ impl Admin {
                     Bytes::from(format!("not ready: {reason}\n")),
                 ),
             },
-            _ => (
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                Bytes::from_static(b"not found\n"),
-            ),
+            _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
         };
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(content_type),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
         Ok(response)
     }
 }

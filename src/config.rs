@@ -17,10 +17,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../config/hookgate.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {key}: {message}")]
@@ -124,19 +121,59 @@ pub enum OnStoreError {
     Accept,
 }
 
+/// `redis_url`: one URL for a single node, or a list of node URLs for Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RedisUrls {
+    One(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisUrls {
+    /// `HOOKGATE_REDIS_URL`, when set, overrides the file: one URL, or several separated by commas for a
+    /// cluster.
+    pub fn or_env(self) -> Self {
+        match std::env::var("HOOKGATE_REDIS_URL") {
+            Ok(value) if value.contains(',') => {
+                RedisUrls::Cluster(value.split(',').map(|u| u.trim().to_owned()).collect())
+            }
+            Ok(value) if !value.trim().is_empty() => RedisUrls::One(value.trim().to_owned()),
+            _ => self,
+        }
+    }
+
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            RedisUrls::One(url) => vec![url.as_str()],
+            RedisUrls::Cluster(urls) => urls.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupConfig {
     /// `memory` (one process, the default) or `redis` (shared by replicas).
     pub store: StoreKind,
-    /// Redis URL for `store = "redis"`. Default `redis://127.0.0.1:6379`.
-    pub redis_url: String,
+    /// Redis for `store = "redis"`: a URL (`redis://`, or `rediss://` for TLS; a password goes in the URL),
+    /// or a list of node URLs for Redis Cluster. `HOOKGATE_REDIS_URL` overrides it. Default
+    /// `redis://127.0.0.1:6379`. Needs Redis 7.0 or later.
+    pub redis_url: RedisUrls,
+    /// First part of every Redis key: `{key_prefix}:dedup:{source}:{hash}`. Default `hg`.
+    pub key_prefix: String,
     /// How long a delivered event id is remembered. Default `24h`.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
-    /// How long a claim may stay in flight before it frees itself. Default `30s`.
+    /// How long a claim may stay in flight before it frees itself (after a crash). Must exceed every
+    /// source's forward timeout. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Longest wait for one store call: a hung store must not hang requests. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Memory store only: the most ids kept. Past it the oldest delivered ids are forgotten first; in-flight
+    /// ones never are. Default 100000.
+    pub max_keys: usize,
     /// What to do when the store cannot be reached: `reject` (503, the default) or `accept` (no dedup).
     pub on_store_error: OnStoreError,
 }
@@ -145,9 +182,12 @@ impl Default for DedupConfig {
     fn default() -> Self {
         Self {
             store: StoreKind::Memory,
-            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_url: RedisUrls::One("redis://127.0.0.1:6379".to_owned()),
+            key_prefix: "hg".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(30),
+            timeout: Duration::from_secs(1),
+            max_keys: 100_000,
             on_store_error: OnStoreError::Reject,
         }
     }
@@ -368,8 +408,9 @@ impl SecretRef {
     /// Reads the secret's value. A trailing newline of a file is dropped.
     pub fn resolve(&self) -> Result<Secret, String> {
         let value = match self {
-            SecretRef::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable `{name}` is not set or not UTF-8"))?,
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set or not UTF-8"))?
+            }
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?
                 .trim_end_matches(['\r', '\n'])
@@ -418,9 +459,7 @@ mod opt_header_name {
     use http::HeaderName;
     use serde::Deserializer;
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<HeaderName>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderName>, D::Error> {
         super::header_name::deserialize(d).map(Some)
     }
 }
@@ -440,13 +479,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })?;
-    config
-        .validate()
-        .map_err(|(key, message)| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        })?;
+    config.validate().map_err(|(key, message)| ConfigError::Invalid {
+        path: path.to_owned(),
+        key,
+        message,
+    })?;
     Ok(config)
 }
 
@@ -457,24 +494,27 @@ impl Config {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err((
                 "server.admin_listen".into(),
-                "must differ from server.listen: the admin endpoints never share the public port"
-                    .into(),
+                "must differ from server.listen: the admin endpoints never share the public port".into(),
             ));
         }
         if server.max_body_bytes == 0 {
             return Err(("server.max_body_bytes".into(), "must be at least 1".into()));
         }
         if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
-            return Err((
-                "rate_limit".into(),
-                "per_second and burst must be at least 1".into(),
-            ));
+            return Err(("rate_limit".into(), "per_second and burst must be at least 1".into()));
         }
-        if self.dedup.lease.is_zero() || self.dedup.ttl.is_zero() {
-            return Err((
-                "dedup".into(),
-                "ttl and lease must be longer than zero".into(),
-            ));
+        let dedup = &self.dedup;
+        if dedup.lease.is_zero() || dedup.ttl.is_zero() || dedup.timeout.is_zero() {
+            return Err(("dedup".into(), "ttl, lease and timeout must be longer than zero".into()));
+        }
+        if dedup.max_keys == 0 {
+            return Err(("dedup.max_keys".into(), "must be at least 1".into()));
+        }
+        if dedup.key_prefix.is_empty() || dedup.key_prefix.contains(char::is_whitespace) {
+            return Err(("dedup.key_prefix".into(), "must be non-empty, without spaces".into()));
+        }
+        if dedup.store == StoreKind::Redis && dedup.redis_url.urls().iter().any(|u| u.is_empty()) {
+            return Err(("dedup.redis_url".into(), "must name a Redis server".into()));
         }
         if self.sources.is_empty() {
             return Err((
@@ -484,9 +524,18 @@ impl Config {
         }
         for (i, source) in self.sources.iter().enumerate() {
             let key = |field: &str| format!("source[{i}] ({:?}).{field}", source.name);
-            source
-                .validate()
-                .map_err(|(field, msg)| (key(field), msg))?;
+            source.validate().map_err(|(field, msg)| (key(field), msg))?;
+            if let ForwardConfig::Http { timeout, .. } = &source.forward
+                && *timeout >= self.dedup.lease
+            {
+                return Err((
+                    key("forward.timeout"),
+                    format!(
+                        "must be shorter than dedup.lease ({:?}): a claim must outlive the delivery it guards",
+                        self.dedup.lease
+                    ),
+                ));
+            }
             if let Some(j) = self.sources[..i].iter().position(|s| s.name == source.name) {
                 return Err((key("name"), format!("repeats the name of source[{j}]")));
             }
@@ -507,16 +556,10 @@ impl SourceConfig {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !name_ok {
-            return Err((
-                "name",
-                "must be 1 to 64 characters of a-z, 0-9, `_` and `-`".into(),
-            ));
+            return Err(("name", "must be 1 to 64 characters of a-z, 0-9, `_` and `-`".into()));
         }
         if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
-            return Err((
-                "path",
-                "must start with `/` and hold no `?`, `#` or space".into(),
-            ));
+            return Err(("path", "must start with `/` and hold no `?`, `#` or space".into()));
         }
         if self.secrets.is_empty() {
             return Err((
@@ -526,17 +569,11 @@ impl SourceConfig {
         }
         match (self.scheme, &self.hmac) {
             (SchemeKind::Hmac, None) => {
-                return Err((
-                    "hmac",
-                    "scheme = \"hmac\" needs a [source.hmac] table".into(),
-                ));
+                return Err(("hmac", "scheme = \"hmac\" needs a [source.hmac] table".into()));
             }
             (SchemeKind::Hmac, Some(hmac)) => {
-                crate::verify::hmac::Template::parse(
-                    &hmac.signed_content,
-                    hmac.timestamp_header.is_some(),
-                )
-                .map_err(|msg| ("hmac.signed_content", msg))?;
+                crate::verify::hmac::Template::parse(&hmac.signed_content, hmac.timestamp_header.is_some())
+                    .map_err(|msg| ("hmac.signed_content", msg))?;
                 if self.event_id.is_none() {
                     return Err((
                         "event_id",
@@ -545,10 +582,7 @@ impl SourceConfig {
                 }
             }
             (_, Some(_)) => {
-                return Err((
-                    "hmac",
-                    "[source.hmac] applies only to scheme = \"hmac\"".into(),
-                ));
+                return Err(("hmac", "[source.hmac] applies only to scheme = \"hmac\"".into()));
             }
             (_, None) => {}
         }
@@ -613,10 +647,7 @@ mod tests {
 
     #[test]
     fn duplicate_paths_are_refused() {
-        let twice = format!(
-            "{MINIMAL}{}",
-            MINIMAL.replace("name = \"gh\"", "name = \"gh2\"")
-        );
+        let twice = format!("{MINIMAL}{}", MINIMAL.replace("name = \"gh\"", "name = \"gh2\""));
         let err = parse_str(&twice).expect_err("same path").to_string();
         assert!(err.contains("source[1] (\"gh2\").path"), "{err}");
     }
@@ -624,32 +655,16 @@ mod tests {
     #[test]
     fn hmac_scheme_needs_its_table_and_an_event_id() {
         let text = MINIMAL.replace("\"github\"", "\"hmac\"");
-        assert!(
-            parse_str(&text)
-                .expect_err("no table")
-                .to_string()
-                .contains(".hmac")
-        );
-        let text = text.replace(
-            "forward =",
-            "hmac = { header = \"x-sig\" }\n        forward =",
-        );
-        assert!(
-            parse_str(&text)
-                .expect_err("no id")
-                .to_string()
-                .contains(".event_id")
-        );
+        assert!(parse_str(&text).expect_err("no table").to_string().contains(".hmac"));
+        let text = text.replace("forward =", "hmac = { header = \"x-sig\" }\n        forward =");
+        assert!(parse_str(&text).expect_err("no id").to_string().contains(".event_id"));
         let text = text.replace("forward =", "event_id = \"header:x-id\"\n        forward =");
         parse_str(&text).expect("complete hmac source");
     }
 
     #[test]
     fn bad_durations_and_event_ids_are_errors() {
-        let text = MINIMAL.replace(
-            "forward =",
-            "tolerance = \"five minutes\"\n        forward =",
-        );
+        let text = MINIMAL.replace("forward =", "tolerance = \"five minutes\"\n        forward =");
         assert!(
             parse_str(&text)
                 .expect_err("bad duration")
@@ -663,6 +678,25 @@ mod tests {
                 .to_string()
                 .contains("header:NAME")
         );
+    }
+
+    #[test]
+    fn a_forward_timeout_must_be_shorter_than_the_lease() {
+        let http = "kind = \"http\", url = \"http://127.0.0.1:1/\", timeout = \"30s\"";
+        let text = MINIMAL.replace("kind = \"stdout\"", http);
+        let err = parse_str(&text).expect_err("timeout = lease").to_string();
+        assert!(err.contains("forward.timeout") && err.contains("dedup.lease"), "{err}");
+    }
+
+    #[test]
+    fn redis_url_is_one_url_or_a_cluster_list() {
+        let one = format!("[dedup]\nstore = \"redis\"\nredis_url = \"redis://a:1\"\n{MINIMAL}");
+        let one = parse_str(&one).expect("one");
+        assert_eq!(one.dedup.redis_url, RedisUrls::One("redis://a:1".into()));
+        let list = "[\"redis://a:1\", \"redis://b:2\"]";
+        let text = format!("[dedup]\nstore = \"redis\"\nredis_url = {list}\n{MINIMAL}");
+        let cluster = parse_str(&text).expect("cluster");
+        assert_eq!(cluster.dedup.redis_url.urls(), vec!["redis://a:1", "redis://b:2"]);
     }
 
     #[test]
@@ -680,10 +714,7 @@ mod tests {
         assert_eq!(file.resolve().expect("file").expose(), "from-file");
         let _ = std::fs::remove_file(&dir);
         assert_eq!(
-            SecretRef::from("lit".to_owned())
-                .resolve()
-                .expect("lit")
-                .expose(),
+            SecretRef::from("lit".to_owned()).resolve().expect("lit").expose(),
             "lit"
         );
         let missing = SecretRef::from("env:HOOKGATE_TEST_SURELY_UNSET".to_owned());

@@ -128,6 +128,8 @@ pub enum Rejection {
     EventId(#[from] EventIdError),
     #[error("downstream: {0}")]
     Forward(#[from] ForwardError),
+    #[error("the event is being processed by another request; retry in {retry_after:?}")]
+    InFlight { retry_after: Duration },
     #[error("unavailable: {reason}")]
     Unavailable {
         reason: &'static str,
@@ -149,6 +151,7 @@ impl Rejection {
             Rejection::EventId(_) => Outcome::BadRequest,
             Rejection::Forward(ForwardError::Timeout(_)) => Outcome::DownstreamTimeout,
             Rejection::Forward(_) => Outcome::DownstreamError,
+            Rejection::InFlight { .. } => Outcome::InFlight,
             Rejection::Unavailable { .. } => Outcome::Unavailable,
         }
     }
@@ -180,9 +183,9 @@ impl Rejection {
     /// `Retry-After` for the refusals a sender should retry later.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Rejection::RateLimited { retry_after } | Rejection::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Rejection::RateLimited { retry_after }
+            | Rejection::InFlight { retry_after }
+            | Rejection::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

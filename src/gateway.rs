@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, ForwardConfig, SourceConfig};
+use crate::dedup::DedupStore;
 use crate::forward::Handler;
 use crate::forward::http::{HttpClient, HttpHandler};
 use crate::forward::stdout::StdoutHandler;
@@ -39,13 +40,16 @@ pub struct Gateway {
     pub routes: Arc<Routes>,
     pub client_ip: Resolver,
     pub body: BodyLimits,
+    pub dedup: Arc<DedupStore>,
 }
 
 impl Gateway {
-    /// Builds the runtime form of `config`. `path` only names the file in errors.
+    /// Builds the runtime form of `config` around a dedup store that outlives it (a reload keeps the
+    /// store). `path` only names the file in errors.
     pub fn build(
         config: &Config,
         client: &HttpClient,
+        dedup: Arc<DedupStore>,
         path: &Path,
     ) -> Result<Gateway, ConfigError> {
         let sources = config
@@ -67,14 +71,12 @@ impl Gateway {
                 max_bytes: config.server.max_body_bytes,
                 read_timeout: config.server.body_read_timeout,
             },
+            dedup,
         })
     }
 }
 
-fn build_source(
-    config: &SourceConfig,
-    client: &HttpClient,
-) -> Result<Arc<Source>, (&'static str, String)> {
+fn build_source(config: &SourceConfig, client: &HttpClient) -> Result<Arc<Source>, (&'static str, String)> {
     let secrets = config
         .secrets
         .iter()
@@ -82,21 +84,14 @@ fn build_source(
         .map(|(i, secret)| secret.resolve().map_err(|e| format!("secrets[{i}]: {e}")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("secrets", e))?;
-    let verifier = Verifier::new(
-        config.scheme,
-        config.hmac.as_ref(),
-        &secrets,
-        config.tolerance,
-    )
-    .map_err(|e| ("secrets", e))?;
-    let event_id = Locator::new(config.event_id.as_ref(), config.scheme).ok_or((
-        "event_id",
-        "this scheme has no default event id; set one".to_owned(),
-    ))?;
+    let verifier =
+        Verifier::new(config.scheme, config.hmac.as_ref(), &secrets, config.tolerance).map_err(|e| ("secrets", e))?;
+    let event_id = Locator::new(config.event_id.as_ref(), config.scheme)
+        .ok_or(("event_id", "this scheme has no default event id; set one".to_owned()))?;
     let handler = match &config.forward {
-        ForwardConfig::Http { url, timeout } => Handler::Http(
-            HttpHandler::new(client.clone(), url, *timeout).map_err(|e| ("forward.url", e))?,
-        ),
+        ForwardConfig::Http { url, timeout } => {
+            Handler::Http(HttpHandler::new(client.clone(), url, *timeout).map_err(|e| ("forward.url", e))?)
+        }
         ForwardConfig::Stdout {} => Handler::Stdout(StdoutHandler),
     };
     Ok(Arc::new(Source {

@@ -9,8 +9,10 @@
 //! - [`stack`]: the one place the request stack is assembled, first layer first.
 //! - [`respond`]: outermost layer; turns each request's fate into status, outcome header and metrics.
 //! - [`ingress`]: client IP, route (404/405), allowlist (403): all before the body is read.
-//! - [`pipeline`]: body limit (413), verification (401), event id (400), forwarding (502/504).
+//! - [`pipeline`]: body limit (413), verification (401), event id (400), dedup claim (200/409/503),
+//!   forwarding (502/504), commit or release.
 //! - [`verify`]: one module per signature scheme; the only builder of a `Verified` event.
+//! - [`dedup`]: two-phase claim, commit or release of event ids, in memory or in Redis.
 //! - [`forward`]: downstream handlers (`http`, `stdout`).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //! - [`metrics`]: every metric name and label.
@@ -21,6 +23,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dedup;
 pub mod error;
 pub mod forward;
 pub mod gateway;

@@ -131,10 +131,7 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
 /// Completes on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -157,7 +154,9 @@ fn check_config(path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let client = hookgate::forward::http::client();
-        hookgate::gateway::Gateway::build(&config, &client, path).map_err(|e| e.to_string())
+        // The store is set up but not contacted: a config check must not need Redis.
+        let dedup = hookgate::dedup::DedupStore::new(&config.dedup)?;
+        hookgate::gateway::Gateway::build(&config, &client, dedup, path).map_err(|e| e.to_string())
     })?;
     let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
     println!(
@@ -182,12 +181,7 @@ fn sign(args: SignArgs) -> Result<(), String> {
     } else {
         None
     };
-    let verifier = Verifier::new(
-        args.scheme,
-        hmac.as_ref(),
-        &[Secret::new(args.secret)],
-        Duration::ZERO,
-    )?;
+    let verifier = Verifier::new(args.scheme, hmac.as_ref(), &[Secret::new(args.secret)], Duration::ZERO)?;
     let id = args
         .id
         .unwrap_or_else(|| format!("evt_{:024x}", rand::random::<u128>() >> 32));
@@ -202,8 +196,7 @@ fn sign(args: SignArgs) -> Result<(), String> {
 }
 
 fn hmac_config(args: &SignArgs) -> Result<HmacConfig, String> {
-    let header_name =
-        |s: &str| http::HeaderName::try_from(s).map_err(|_| format!("`{s}` is not a header name"));
+    let header_name = |s: &str| http::HeaderName::try_from(s).map_err(|_| format!("`{s}` is not a header name"));
     Ok(HmacConfig {
         header: header_name(&args.header)?,
         algorithm: match args.algorithm.as_str() {
@@ -211,9 +204,7 @@ fn hmac_config(args: &SignArgs) -> Result<HmacConfig, String> {
             "sha1" => HmacAlgorithm::Sha1,
             "sha512" => HmacAlgorithm::Sha512,
             other => {
-                return Err(format!(
-                    "unknown algorithm `{other}`; use sha256, sha1 or sha512"
-                ));
+                return Err(format!("unknown algorithm `{other}`; use sha256, sha1 or sha512"));
             }
         },
         encoding: match args.encoding.as_str() {
@@ -223,11 +214,7 @@ fn hmac_config(args: &SignArgs) -> Result<HmacConfig, String> {
         },
         prefix: args.prefix.clone(),
         signed_content: args.signed_content.clone(),
-        timestamp_header: args
-            .timestamp_header
-            .as_deref()
-            .map(header_name)
-            .transpose()?,
+        timestamp_header: args.timestamp_header.as_deref().map(header_name).transpose()?,
     })
 }
 

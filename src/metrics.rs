@@ -4,9 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
-};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::Outcome;
@@ -17,14 +15,16 @@ pub const REQUEST_DURATION: &str = "hookgate_request_duration_seconds";
 pub const FORWARD_DURATION: &str = "hookgate_forward_duration_seconds";
 pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
 pub const BUILD_INFO: &str = "hookgate_build_info";
+pub const DEDUP_TOTAL: &str = "hookgate_dedup_total";
+pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
+pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
 /// The label of requests whose path selects no source.
 pub const UNKNOWN_SOURCE: &str = "_unknown";
 
 /// Histogram buckets from 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Installs the Prometheus recorder once per process and returns its handle; later calls return the same
@@ -40,9 +40,7 @@ pub fn install() -> PrometheusHandle {
                 Ok(recorder) => {
                     let handle = recorder.handle();
                     if metrics::set_global_recorder(recorder).is_err() {
-                        tracing::warn!(
-                            "a metrics recorder was already installed; /metrics may be empty"
-                        );
+                        tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
                     }
                     describe();
                     handle
@@ -60,33 +58,16 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!(REQUESTS_TOTAL, "Requests answered, by source and outcome.");
     describe_counter!(REJECTIONS_TOTAL, "Requests refused, by source and reason.");
-    describe_histogram!(
-        REQUEST_DURATION,
-        Unit::Seconds,
-        "Time from request head to answer."
-    );
-    describe_histogram!(
-        FORWARD_DURATION,
-        Unit::Seconds,
-        "Time spent in the downstream handler."
-    );
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request head to answer.");
+    describe_histogram!(FORWARD_DURATION, Unit::Seconds, "Time spent in the downstream handler.");
     describe_gauge!(INFLIGHT_REQUESTS, "Requests being processed now.");
-    describe_gauge!(
-        BUILD_INFO,
-        "Always 1; the version label names the running build."
-    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Counts one answered request and, for a refusal, its reason.
-pub fn request(
-    source: &Arc<str>,
-    outcome: Outcome,
-    reason: Option<&'static str>,
-    elapsed: Duration,
-) {
-    counter!(REQUESTS_TOTAL, "source" => source.clone(), "outcome" => outcome.as_str())
-        .increment(1);
+pub fn request(source: &Arc<str>, outcome: Outcome, reason: Option<&'static str>, elapsed: Duration) {
+    counter!(REQUESTS_TOTAL, "source" => source.clone(), "outcome" => outcome.as_str()).increment(1);
     histogram!(REQUEST_DURATION, "source" => source.clone(), "outcome" => outcome.as_str())
         .record(elapsed.as_secs_f64());
     if let Some(reason) = reason {
@@ -102,4 +83,17 @@ pub fn forward(source: &Arc<str>, status_class: &'static str, elapsed: Duration)
 
 pub fn inflight(delta: f64) {
     gauge!(INFLIGHT_REQUESTS).increment(delta);
+}
+
+/// Counts one dedup claim; `result` is `claimed`, `duplicate`, `in_flight` or `store_error`.
+pub fn dedup(source: &Arc<str>, result: &'static str) {
+    counter!(DEDUP_TOTAL, "source" => source.clone(), "result" => result).increment(1);
+}
+
+/// Times one store call; `op` is `claim`, `commit`, `release` or `ping`.
+pub fn store_call(op: &'static str, elapsed: Duration, ok: bool) {
+    histogram!(STORE_DURATION, "op" => op).record(elapsed.as_secs_f64());
+    if !ok {
+        counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
+    }
 }

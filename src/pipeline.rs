@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request};
@@ -14,10 +14,16 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use tower::Service;
 
+use crate::config::OnStoreError;
+use crate::dedup::{Claim, ClaimResult, DedupStore};
 use crate::error::{Accepted, Rejection};
 use crate::forward::{Delivery, ForwardError, REQUEST_ID_HEADER};
 use crate::gateway::{BodyLimits, Source};
 use crate::ingress::client_ip::ClientIp;
+use crate::verify::event_id::EventId;
+
+/// How long a sender is asked to wait when the dedup store is down.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,11 +31,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     limits: BodyLimits,
+    dedup: Arc<DedupStore>,
 }
 
 impl Pipeline {
-    pub fn new(limits: BodyLimits) -> Self {
-        Pipeline { limits }
+    pub fn new(limits: BodyLimits, dedup: Arc<DedupStore>) -> Self {
+        Pipeline { limits, dedup }
     }
 }
 
@@ -47,11 +54,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        Box::pin(process(req, self.limits))
+        Box::pin(process(req, self.limits, self.dedup.clone()))
     }
 }
 
-async fn process<B>(req: Request<B>, limits: BodyLimits) -> Result<Accepted, Rejection>
+async fn process<B>(req: Request<B>, limits: BodyLimits, dedup: Arc<DedupStore>) -> Result<Accepted, Rejection>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -71,6 +78,11 @@ where
     let verified = source.verifier.verify(parts.headers, body, unix_now())?;
     let event_id = source.event_id.extract(&verified)?;
     let request_id = request_id(verified.headers());
+    // Only a verified event reaches the store: an unauthenticated request can neither claim nor probe an id.
+    let claim = match admit(&dedup, &source.name, &event_id).await? {
+        Admission::Duplicate => return Ok(Accepted::Duplicate),
+        Admission::Deliver(claim) => claim,
+    };
 
     let delivery = Delivery {
         source: &source.name,
@@ -85,7 +97,85 @@ where
     if let Err(error) = &result {
         tracing::warn!(source = %source.name, event_id = %event_id, %error, "delivery failed; the sender will retry");
     }
+    if let Some(claim) = claim {
+        settle(&dedup, &source.name, claim, result.is_ok()).await;
+    }
     Ok(result?)
+}
+
+enum Admission {
+    /// Deliver, under this claim, or without dedup when the store is down and `on_store_error = "accept"`.
+    Deliver(Option<Claim>),
+    /// Delivered before: answer `200 duplicate` and forward nothing.
+    Duplicate,
+}
+
+/// Claims the event id, or says why the event must not be delivered now.
+async fn admit(dedup: &Arc<DedupStore>, source: &Arc<str>, id: &EventId) -> Result<Admission, Rejection> {
+    match dedup.claim(source, id).await {
+        Ok(ClaimResult::Claimed(claim)) => {
+            crate::metrics::dedup(source, "claimed");
+            Ok(Admission::Deliver(Some(claim)))
+        }
+        Ok(ClaimResult::Duplicate) => {
+            crate::metrics::dedup(source, "duplicate");
+            Ok(Admission::Duplicate)
+        }
+        Ok(ClaimResult::InFlight { retry_after }) => {
+            crate::metrics::dedup(source, "in_flight");
+            Err(Rejection::InFlight { retry_after })
+        }
+        Err(error) => {
+            let accept = dedup.on_error() == OnStoreError::Accept;
+            crate::metrics::dedup(
+                source,
+                if accept {
+                    "store_error_accepted"
+                } else {
+                    "store_error_rejected"
+                },
+            );
+            if dedup.should_warn() {
+                let action = if accept {
+                    "forwarding without dedup"
+                } else {
+                    "answering 503"
+                };
+                tracing::warn!(%source, store = dedup.kind(), %error, "dedup store unavailable; {action}");
+            }
+            if accept {
+                Ok(Admission::Deliver(None))
+            } else {
+                Err(Rejection::Unavailable {
+                    reason: "unavailable:dedup_store",
+                    retry_after: STORE_RETRY_AFTER,
+                })
+            }
+        }
+    }
+}
+
+/// Commits after a delivery, releases after a failure. A store failure here is logged and counted, and
+/// never changes what the sender is told.
+async fn settle(dedup: &DedupStore, source: &str, claim: Claim, delivered: bool) {
+    let (op, result) = if delivered {
+        ("commit", claim.commit().await)
+    } else {
+        ("release", claim.release().await)
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            source,
+            op,
+            "the claim's lease ran out before it was settled; raise dedup.lease"
+        ),
+        Err(error) => {
+            if dedup.should_warn() {
+                tracing::warn!(source, op, %error, "dedup store failed after delivery; the lease will free the id");
+            }
+        }
+    }
 }
 
 /// Reads the whole body: refused before reading when `Content-Length` is too large, and while reading
@@ -164,8 +254,6 @@ fn status_class(result: &Result<Accepted, ForwardError>) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use http_body_util::{Full, StreamBody};
 
     use super::*;

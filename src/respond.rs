@@ -100,12 +100,7 @@ fn respond(handled: Handled, elapsed: Duration) -> Response<Full<Bytes>> {
         Ok(accepted) => (accepted.outcome(), None),
         Err(rejection) => (rejection.outcome(), Some(rejection)),
     };
-    crate::metrics::request(
-        &handled.source,
-        outcome,
-        rejection.map(Rejection::reason),
-        elapsed,
-    );
+    crate::metrics::request(&handled.source, outcome, rejection.map(Rejection::reason), elapsed);
     if let Some(rejection) = rejection {
         log(&handled.source, outcome, rejection);
     }
@@ -113,16 +108,10 @@ fn respond(handled: Handled, elapsed: Duration) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(outcome.body().as_bytes())));
     *response.status_mut() = outcome.status();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(OUTCOME_HEADER, HeaderValue::from_static(outcome.as_str()));
     if let Some(after) = rejection.and_then(Rejection::retry_after) {
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(after)),
-        );
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
     }
     if outcome == Outcome::MethodNotAllowed {
         headers.insert(header::ALLOW, HeaderValue::from_static("POST"));

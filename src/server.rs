@@ -22,6 +22,7 @@ use tower::ServiceExt;
 
 use crate::admin::{Admin, Health};
 use crate::config::{Config, ConfigError};
+use crate::dedup::DedupStore;
 use crate::gateway::Gateway;
 use crate::ingress::client_ip::PeerAddr;
 use crate::stack::{self, GatewayService};
@@ -48,12 +49,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ConfigError> {
     let client = crate::forward::http::client();
-    let gateway = Gateway::build(&config, &client, config_path)?;
+    let dedup = DedupStore::new(&config.dedup).map_err(|message| ConfigError::Invalid {
+        path: config_path.to_owned(),
+        key: "dedup".to_owned(),
+        message,
+    })?;
+    let gateway = Gateway::build(&config, &client, dedup.clone(), config_path)?;
     let stack = Arc::new(ArcSwap::from_pointee(stack::build(&gateway)));
     let health = Arc::new(Health::default());
     let admin = Admin {
         metrics: crate::metrics::install(),
         health: health.clone(),
+        dedup: dedup.clone(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -79,6 +86,8 @@ pub async fn run(
     if let Err(e) = public_task.await {
         tracing::error!(error = %e, "the public listener task failed");
     }
+    // Requests cut at the end of the grace period released their claims in the background.
+    dedup.flush(Duration::from_secs(2)).await;
     admin_task.abort();
     tracing::info!("stopped");
     Ok(())

@@ -23,6 +23,7 @@ pub fn build(gateway: &Gateway) -> GatewayService {
         .layer(RouteLayer::new(gateway.routes.clone()))
         // Before the body is read: a refused client costs no memory and no HMAC.
         .layer(AllowlistLayer)
-        // Body limit, verification (before any store lookup), event id, forwarding.
-        .service(Pipeline::new(gateway.body))
+        // Body limit, verification (before any store lookup), event id, dedup claim, forwarding,
+        // commit or release.
+        .service(Pipeline::new(gateway.body, gateway.dedup.clone()))
 }

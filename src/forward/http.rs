@@ -11,8 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::{
-    Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER,
-    end_to_end_headers,
+    Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER, end_to_end_headers,
 };
 use crate::error::Accepted;
 
@@ -32,9 +31,7 @@ pub fn client() -> HttpClient {
 /// Checks that a downstream URL is `http://host[:port]/…`. TLS towards the downstream is not built in:
 /// the downstream sits beside the gateway, and a sidecar or service mesh adds TLS where it is needed.
 pub fn parse_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
         return Err(format!("`{url}` must be an http:// URL with a host"));
     }
@@ -97,8 +94,7 @@ impl HttpHandler {
         }
         headers.insert(
             SOURCE_HEADER,
-            HeaderValue::from_str(delivery.source)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            HeaderValue::from_str(delivery.source).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
         );
         headers.insert(EVENT_ID_HEADER, delivery.event_id.header_value());
         headers.insert(REQUEST_ID_HEADER, delivery.request_id.clone());

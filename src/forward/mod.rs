@@ -91,9 +91,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// The end-to-end headers of the original request, without hop-by-hop ones nor those the `Connection`
 /// header names, nor the gateway's own headers (which a sender must not be able to forge).
-pub(crate) fn end_to_end_headers(
-    original: &HeaderMap,
-) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+pub(crate) fn end_to_end_headers(original: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
     let listed: Vec<String> = original
         .get_all(header::CONNECTION)
         .iter()
@@ -117,16 +115,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_dropped() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("x-hookgate-source", HeaderValue::from_static("forged"));
         h.insert("stripe-signature", HeaderValue::from_static("t=1,v1=00"));
         h.append("x-multi", HeaderValue::from_static("a"));
@@ -136,11 +128,7 @@ mod tests {
             .collect();
         assert_eq!(
             kept,
-            vec![
-                ("stripe-signature", "t=1,v1=00"),
-                ("x-multi", "a"),
-                ("x-multi", "b")
-            ]
+            vec![("stripe-signature", "t=1,v1=00"), ("x-multi", "a"), ("x-multi", "b")]
         );
     }
 }

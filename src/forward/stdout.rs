@@ -44,10 +44,7 @@ impl StdoutHandler {
             Ok(text) => ("utf8", text.to_owned()),
             Err(_) => {
                 use base64::Engine;
-                (
-                    "base64",
-                    base64::engine::general_purpose::STANDARD.encode(raw),
-                )
+                ("base64", base64::engine::general_purpose::STANDARD.encode(raw))
             }
         };
         let line = Line {

@@ -129,33 +129,21 @@ mod tests {
         for v in xff {
             headers.append(FORWARDED_FOR, HeaderValue::from_str(v).expect("value"));
         }
-        resolver
-            .resolve(peer.parse().expect("ip"), &headers)
-            .to_string()
+        resolver.resolve(peer.parse().expect("ip"), &headers).to_string()
     }
 
     #[test]
     fn header_is_ignored_from_an_untrusted_peer() {
         assert_eq!(resolve(&[], "203.0.113.9", &["10.0.0.1"]), "203.0.113.9");
-        assert_eq!(
-            resolve(&["10.0.0.0/8"], "203.0.113.9", &["10.0.0.1"]),
-            "203.0.113.9"
-        );
+        assert_eq!(resolve(&["10.0.0.0/8"], "203.0.113.9", &["10.0.0.1"]), "203.0.113.9");
     }
 
     #[test]
     fn trusted_hops_are_skipped_from_the_right() {
         let trusted = ["10.0.0.0/8", "192.168.1.1/32"];
+        assert_eq!(resolve(&trusted, "10.1.1.1", &["198.51.100.7"]), "198.51.100.7");
         assert_eq!(
-            resolve(&trusted, "10.1.1.1", &["198.51.100.7"]),
-            "198.51.100.7"
-        );
-        assert_eq!(
-            resolve(
-                &trusted,
-                "10.1.1.1",
-                &["6.6.6.6, 198.51.100.7, 192.168.1.1, 10.2.2.2"]
-            ),
+            resolve(&trusted, "10.1.1.1", &["6.6.6.6, 198.51.100.7, 192.168.1.1, 10.2.2.2"]),
             "198.51.100.7"
         );
         assert_eq!(
@@ -175,10 +163,7 @@ mod tests {
 
     #[test]
     fn malformed_entries_fall_back_to_the_peer() {
-        assert_eq!(
-            resolve(&["10.0.0.0/8"], "10.1.1.1", &["not-an-ip"]),
-            "10.1.1.1"
-        );
+        assert_eq!(resolve(&["10.0.0.0/8"], "10.1.1.1", &["not-an-ip"]), "10.1.1.1");
         assert_eq!(
             resolve(&["10.0.0.0/8"], "10.1.1.1", &["1.2.3.4, , 10.2.2.2"]),
             "10.1.1.1"
@@ -188,10 +173,7 @@ mod tests {
     #[test]
     fn ipv6_ports_and_mapped_addresses() {
         assert_eq!(resolve(&[], "::ffff:203.0.113.9", &[]), "203.0.113.9");
-        assert_eq!(
-            resolve(&["::1/128"], "::1", &["[2001:db8::1]:443"]),
-            "2001:db8::1"
-        );
+        assert_eq!(resolve(&["::1/128"], "::1", &["[2001:db8::1]:443"]), "2001:db8::1");
         assert_eq!(
             resolve(&["10.0.0.0/8"], "::ffff:10.0.0.1", &["::ffff:198.51.100.7"]),
             "198.51.100.7"

@@ -146,10 +146,7 @@ where
             },
             StateProj::Inner { future } => ready!(future.poll(cx)),
         };
-        let source = this
-            .source
-            .take()
-            .unwrap_or_else(|| Arc::from(UNKNOWN_SOURCE));
+        let source = this.source.take().unwrap_or_else(|| Arc::from(UNKNOWN_SOURCE));
         Poll::Ready(Ok(Handled { source, result }))
     }
 }

@@ -39,7 +39,7 @@ impl EventIdError {
 pub struct EventId(String);
 
 impl EventId {
-    fn new(id: String) -> Result<Self, EventIdError> {
+    pub fn new(id: String) -> Result<Self, EventIdError> {
         let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
         if id.is_empty() || id.len() > MAX_LEN || !printable {
             return Err(EventIdError::Invalid);
@@ -83,10 +83,7 @@ impl Locator {
                 SchemeKind::Shopify => EventIdSpec::Header(super::shopify::WEBHOOK_ID),
                 SchemeKind::Slack => EventIdSpec::Json("/event_id".to_owned()),
                 SchemeKind::Standard => {
-                    return Some(Locator::Header(
-                        super::standard::ID,
-                        Some(super::standard::SVIX_ID),
-                    ));
+                    return Some(Locator::Header(super::standard::ID, Some(super::standard::SVIX_ID)));
                 }
                 SchemeKind::Hmac => return None,
             },
@@ -192,8 +189,7 @@ impl<'de> Visitor<'de> for Follow<'_> {
         let mut index = 0;
         loop {
             let more = if Some(index) == wanted {
-                seq.next_element_seed(Follow(&self.0[1..]))?
-                    .map(|v| found = v)
+                seq.next_element_seed(Follow(&self.0[1..]))?.map(|v| found = v)
             } else {
                 seq.next_element::<IgnoredAny>()?.map(drop)
             };
@@ -257,10 +253,7 @@ mod tests {
 
     #[test]
     fn escaped_pointer_segments_match() {
-        let locator = Locator::new(
-            Some(&EventIdSpec::Json("/a~1b/c~0d".into())),
-            SchemeKind::Hmac,
-        );
+        let locator = Locator::new(Some(&EventIdSpec::Json("/a~1b/c~0d".into())), SchemeKind::Hmac);
         let Some(Locator::Json(_, segments)) = locator else {
             panic!("json locator")
         };
@@ -273,20 +266,13 @@ mod tests {
         assert_eq!(EventId::new(String::new()), Err(EventIdError::Invalid));
         assert_eq!(EventId::new("a\nb".into()), Err(EventIdError::Invalid));
         assert_eq!(EventId::new("é".into()), Err(EventIdError::Invalid));
-        assert_eq!(
-            EventId::new("x".repeat(MAX_LEN + 1)),
-            Err(EventIdError::Invalid)
-        );
+        assert_eq!(EventId::new("x".repeat(MAX_LEN + 1)), Err(EventIdError::Invalid));
     }
 
     #[test]
     fn every_scheme_but_hmac_has_a_default() {
         for kind in SchemeKind::ALL {
-            assert_eq!(
-                Locator::new(None, kind).is_some(),
-                kind != SchemeKind::Hmac,
-                "{kind:?}"
-            );
+            assert_eq!(Locator::new(None, kind).is_some(), kind != SchemeKind::Hmac, "{kind:?}");
         }
     }
 

@@ -19,10 +19,7 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
 
 pub(crate) fn sign(key: &MacKey, body: &[u8], id: &str) -> Vec<(HeaderName, String)> {
     vec![
-        (
-            SIGNATURE,
-            format!("sha256={}", hex::encode(key.sign(&[body]))),
-        ),
+        (SIGNATURE, format!("sha256={}", hex::encode(key.sign(&[body])))),
         (DELIVERY, id.to_owned()),
     ]
 }
@@ -40,13 +37,9 @@ mod tests {
 
     fn check(header: &str, body: &'static [u8]) -> Result<(), &'static str> {
         let v = verifier(SchemeKind::Github, &["It's a Secret to Everybody"]);
-        v.verify(
-            headers(&[("x-hub-signature-256", header)]),
-            Bytes::from_static(body),
-            0,
-        )
-        .map(drop)
-        .map_err(|e| e.reason())
+        v.verify(headers(&[("x-hub-signature-256", header)]), Bytes::from_static(body), 0)
+            .map(drop)
+            .map_err(|e| e.reason())
     }
 
     #[test]
@@ -58,10 +51,7 @@ mod tests {
     fn tampered_and_malformed_are_refused() {
         assert_eq!(check(SIG, b"Hello, World?"), Err("mismatch"));
         assert_eq!(check(&SIG[7..], b"Hello, World!"), Err("malformed_header"));
-        assert_eq!(
-            check("sha1=757107ea", b"Hello, World!"),
-            Err("malformed_header")
-        );
+        assert_eq!(check("sha1=757107ea", b"Hello, World!"), Err("malformed_header"));
         assert_eq!(check("sha256=xyz", b"Hello, World!"), Err("bad_encoding"));
         assert_eq!(check("sha256=", b"Hello, World!"), Err("mismatch"));
     }

@@ -49,10 +49,7 @@ impl Template {
             parts.push(Part::Literal(rest.as_bytes().to_vec()));
         }
         if !parts.contains(&Part::Body) {
-            return Err(
-                "must contain `{body}`: a signature that does not cover the body proves nothing"
-                    .to_owned(),
-            );
+            return Err("must contain `{body}`: a signature that does not cover the body proves nothing".to_owned());
         }
         Ok(Template(parts))
     }
@@ -110,12 +107,7 @@ impl Generic {
         check.matches(&self.template.render(check.body, timestamp), &[candidate])
     }
 
-    pub(crate) fn sign(
-        &self,
-        key: &MacKey,
-        body: &[u8],
-        timestamp: i64,
-    ) -> Vec<(HeaderName, String)> {
+    pub(crate) fn sign(&self, key: &MacKey, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
         let ts = timestamp.to_string();
         let mac = key.sign(&self.template.render(body, &ts));
         let encoded = match self.encoding {
@@ -142,12 +134,7 @@ mod tests {
     use crate::verify::Verifier;
     use crate::verify::test_support::headers;
 
-    fn config(
-        algorithm: HmacAlgorithm,
-        encoding: SignatureEncoding,
-        template: &str,
-        ts: bool,
-    ) -> HmacConfig {
+    fn config(algorithm: HmacAlgorithm, encoding: SignatureEncoding, template: &str, ts: bool) -> HmacConfig {
         HmacConfig {
             header: HeaderName::from_static("x-signature"),
             algorithm,
@@ -171,15 +158,9 @@ mod tests {
     // printf 'hello' | openssl dgst -sha1 -hmac key -hex
     #[test]
     fn sha1_hex_vector_verifies() {
-        let v = verifier(&config(
-            HmacAlgorithm::Sha1,
-            SignatureEncoding::Hex,
-            "{body}",
-            false,
-        ));
+        let v = verifier(&config(HmacAlgorithm::Sha1, SignatureEncoding::Hex, "{body}", false));
         let h = headers(&[("x-signature", "b34ceac4516ff23a143e61d79d0fa7a4fbe5f266")]);
-        v.verify(h, Bytes::from_static(b"hello"), 0)
-            .expect("openssl vector");
+        v.verify(h, Bytes::from_static(b"hello"), 0).expect("openssl vector");
     }
 
     // printf '1700000000.hello' | openssl dgst -sha512 -hmac key -binary | base64 -w0
@@ -201,22 +182,13 @@ mod tests {
 
     #[test]
     fn prefix_is_required_when_configured() {
-        let mut c = config(
-            HmacAlgorithm::Sha256,
-            SignatureEncoding::Hex,
-            "{body}",
-            false,
-        );
+        let mut c = config(HmacAlgorithm::Sha256, SignatureEncoding::Hex, "{body}", false);
         c.prefix = "sha256=".to_owned();
         let v = verifier(&c);
         let signed = v.sign(b"x", "", 0);
         assert!(signed[0].1.starts_with("sha256="));
         let bare = signed[0].1.trim_start_matches("sha256=").to_owned();
-        let err = v.verify(
-            headers(&[("x-signature", &bare)]),
-            Bytes::from_static(b"x"),
-            0,
-        );
+        let err = v.verify(headers(&[("x-signature", &bare)]), Bytes::from_static(b"x"), 0);
         assert_eq!(err.expect_err("no prefix").reason(), "malformed_header");
     }
 
@@ -227,9 +199,7 @@ mod tests {
         assert!(Template::parse("{nonce}{body}", true).is_err());
         assert!(Template::parse("static", false).is_err());
         assert_eq!(
-            Template::parse("v0:{timestamp}:{body}", true)
-                .expect("ok")
-                .0,
+            Template::parse("v0:{timestamp}:{body}", true).expect("ok").0,
             vec![
                 Part::Literal(b"v0:".to_vec()),
                 Part::Timestamp,

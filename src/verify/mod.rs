@@ -90,17 +90,11 @@ impl MacKey {
 
     /// True when the MAC of the concatenated `parts` equals any of `candidates`, compared in constant time.
     fn matches_any(&self, parts: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
-        fn check<M: ::hmac::Mac + Clone>(
-            mut mac: M,
-            parts: &[&[u8]],
-            candidates: &[Vec<u8>],
-        ) -> bool {
+        fn check<M: ::hmac::Mac + Clone>(mut mac: M, parts: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
             for part in parts {
                 mac.update(part);
             }
-            candidates
-                .iter()
-                .any(|c| mac.clone().verify_slice(c).is_ok())
+            candidates.iter().any(|c| mac.clone().verify_slice(c).is_ok())
         }
         match self {
             MacKey::Sha1(m) => check(m.clone(), parts, candidates),
@@ -197,12 +191,7 @@ impl Verifier {
     }
 
     /// Checks the request against every secret. `now` is the current Unix time in seconds.
-    pub fn verify(
-        &self,
-        headers: HeaderMap,
-        body: Bytes,
-        now: i64,
-    ) -> Result<Verified, VerifyError> {
+    pub fn verify(&self, headers: HeaderMap, body: Bytes, now: i64) -> Result<Verified, VerifyError> {
         let check = Check {
             keys: &self.keys,
             headers: &headers,
@@ -262,9 +251,7 @@ impl Check<'_> {
 
     /// Parses a Unix-seconds timestamp header value and checks it against the tolerance, both ways.
     fn timestamp(&self, name: &HeaderName, value: &str) -> Result<i64, VerifyError> {
-        let ts: i64 = value
-            .parse()
-            .map_err(|_| VerifyError::MalformedHeader(name.clone()))?;
+        let ts: i64 = value.parse().map_err(|_| VerifyError::MalformedHeader(name.clone()))?;
         let tolerance = self.tolerance.as_secs();
         let diff = i128::from(self.now) - i128::from(ts);
         if diff > i128::from(tolerance) {
@@ -284,11 +271,7 @@ impl Check<'_> {
 
     /// Succeeds when any secret's MAC over `parts` equals any candidate signature.
     fn matches(&self, parts: &[&[u8]], candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
-        if self
-            .keys
-            .iter()
-            .any(|key| key.matches_any(parts, candidates))
-        {
+        if self.keys.iter().any(|key| key.matches_any(parts, candidates)) {
             Ok(())
         } else {
             Err(VerifyError::Mismatch)
@@ -352,10 +335,7 @@ mod tests {
     /// Sign-then-verify holds for every scheme; a tampered body and a wrong secret fail for every scheme.
     #[test]
     fn every_scheme_round_trips_and_rejects_tampering() {
-        for kind in SchemeKind::ALL
-            .into_iter()
-            .filter(|k| *k != SchemeKind::Hmac)
-        {
+        for kind in SchemeKind::ALL.into_iter().filter(|k| *k != SchemeKind::Hmac) {
             let secret = if kind == SchemeKind::Standard {
                 "whsec_c2VjcmV0LWtleS1ieXRlcw=="
             } else {
@@ -366,27 +346,15 @@ mod tests {
             let headers = signed(&v, body, "msg_1", NOW);
             v.verify(headers.clone(), Bytes::from_static(body), NOW)
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
-            let tampered = v.verify(
-                headers.clone(),
-                Bytes::from_static(b"{\"id\":\"evt_2\"}"),
-                NOW,
-            );
-            assert_eq!(
-                tampered.expect_err("tampered").reason(),
-                "mismatch",
-                "{kind:?}"
-            );
+            let tampered = v.verify(headers.clone(), Bytes::from_static(b"{\"id\":\"evt_2\"}"), NOW);
+            assert_eq!(tampered.expect_err("tampered").reason(), "mismatch", "{kind:?}");
             let other = if kind == SchemeKind::Standard {
                 "whsec_b3RoZXI="
             } else {
                 "other"
             };
             let wrong = verifier(kind, &[other]).verify(headers, Bytes::from_static(body), NOW);
-            assert_eq!(
-                wrong.expect_err("wrong secret").reason(),
-                "mismatch",
-                "{kind:?}"
-            );
+            assert_eq!(wrong.expect_err("wrong secret").reason(), "mismatch", "{kind:?}");
         }
     }
 
@@ -407,14 +375,8 @@ mod tests {
         let at = |ts: i64| v.verify(signed(&v, body, "", ts), Bytes::from_static(body), NOW);
         at(NOW - 300).expect("exactly the tolerance old");
         at(NOW + 300).expect("exactly the tolerance ahead");
-        assert_eq!(
-            at(NOW - 301).expect_err("stale").reason(),
-            "stale_timestamp"
-        );
-        assert_eq!(
-            at(NOW + 301).expect_err("future").reason(),
-            "future_timestamp"
-        );
+        assert_eq!(at(NOW - 301).expect_err("stale").reason(), "stale_timestamp");
+        assert_eq!(at(NOW + 301).expect_err("future").reason(), "future_timestamp");
     }
 
     #[test]
@@ -425,14 +387,9 @@ mod tests {
         let old = NOW - 6 * 86_400;
         v.verify(signed(&v, b"{}", "", old), Bytes::from_static(b"{}"), NOW)
             .expect("within a week");
-        let huge =
-            Verifier::new(SchemeKind::Stripe, None, &secrets, Duration::MAX).expect("verifier");
-        huge.verify(
-            signed(&huge, b"{}", "", i64::MIN),
-            Bytes::from_static(b"{}"),
-            NOW,
-        )
-        .expect("no overflow");
+        let huge = Verifier::new(SchemeKind::Stripe, None, &secrets, Duration::MAX).expect("verifier");
+        huge.verify(signed(&huge, b"{}", "", i64::MIN), Bytes::from_static(b"{}"), NOW)
+            .expect("no overflow");
     }
 
     proptest! {

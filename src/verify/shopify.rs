@@ -51,9 +51,6 @@ mod tests {
     #[test]
     fn wrong_secret_and_bad_base64_are_refused() {
         assert_eq!(check(SIG, &["shpss_other"]), Err("mismatch"));
-        assert_eq!(
-            check("not base64!", &["shpss_test_secret"]),
-            Err("bad_encoding")
-        );
+        assert_eq!(check("not base64!", &["shpss_test_secret"]), Err("bad_encoding"));
     }
 }

@@ -19,9 +19,7 @@ pub(crate) fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
     base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|_| {
-            "a Standard Webhooks secret must be base64, optionally after `whsec_`".to_owned()
-        })
+        .map_err(|_| "a Standard Webhooks secret must be base64, optionally after `whsec_`".to_owned())
 }
 
 /// The `webhook-*` header when present, else its `svix-*` alias.
@@ -59,12 +57,7 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
     )
 }
 
-pub(crate) fn sign(
-    key: &MacKey,
-    body: &[u8],
-    id: &str,
-    timestamp: i64,
-) -> Vec<(HeaderName, String)> {
+pub(crate) fn sign(key: &MacKey, body: &[u8], id: &str, timestamp: i64) -> Vec<(HeaderName, String)> {
     let ts = timestamp.to_string();
     let mac = key.sign(&[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
     vec![
@@ -129,13 +122,8 @@ mod tests {
     #[test]
     fn a_secret_that_is_not_base64_is_a_config_error() {
         let secrets = [crate::config::Secret::new("whsec_not base64!")];
-        let err = super::super::Verifier::new(
-            SchemeKind::Standard,
-            None,
-            &secrets,
-            std::time::Duration::ZERO,
-        )
-        .expect_err("bad secret");
+        let err = super::super::Verifier::new(SchemeKind::Standard, None, &secrets, std::time::Duration::ZERO)
+            .expect_err("bad secret");
         assert!(err.starts_with("secrets[0]"), "{err}");
     }
 }

@@ -51,13 +51,9 @@ mod tests {
 
     fn check(header: &str) -> Result<(), &'static str> {
         let v = verifier(SchemeKind::Stripe, &["whsec_test_secret"]);
-        v.verify(
-            headers(&[("stripe-signature", header)]),
-            Bytes::from_static(BODY),
-            NOW,
-        )
-        .map(drop)
-        .map_err(|e| e.reason())
+        v.verify(headers(&[("stripe-signature", header)]), Bytes::from_static(BODY), NOW)
+            .map(drop)
+            .map_err(|e| e.reason())
     }
 
     #[test]

@@ -35,11 +35,7 @@ fn default_config_on_free_ports() -> (PathBuf, u16, u16) {
         .expect("default config")
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{public}"))
         .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
-    (
-        temp_file(&format!("default-{public}.toml"), &text),
-        public,
-        admin,
-    )
+    (temp_file(&format!("default-{public}.toml"), &text), public, admin)
 }
 
 async fn run_sign(args: &[&str], body: &[u8]) -> HeaderMap {
@@ -80,10 +76,7 @@ async fn wait_ready(admin: u16, child: &mut Child) {
         if reply.is_ok_and(|r| r.status == 200) {
             return;
         }
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "hookgate exited early"
-        );
+        assert!(child.try_wait().expect("try_wait").is_none(), "hookgate exited early");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("hookgate did not become ready in 5 s");
@@ -105,22 +98,12 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
 
     let body = br#"{"action":"opened","number":1}"#;
     let headers = run_sign(
-        &[
-            "--scheme",
-            "github",
-            "--secret",
-            "demo-secret-change-me",
-            "--id",
-            "d-1",
-        ],
+        &["--scheme", "github", "--secret", "demo-secret-change-me", "--id", "d-1"],
         body,
     )
     .await;
     let url = format!("http://127.0.0.1:{public}/webhooks/demo");
-    let signature = headers["x-hub-signature-256"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let signature = headers["x-hub-signature-256"].to_str().expect("ascii").to_owned();
     let sender = Sender::default();
     sender
         .post(&url, headers.clone(), body.to_vec())
@@ -144,11 +127,7 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
     assert_eq!(event["body"].as_str().map(str::as_bytes), Some(&body[..]));
 
     let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
@@ -163,19 +142,14 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
         !rest.contains("demo-secret-change-me"),
         "the secret reached the logs: {rest}"
     );
-    assert!(
-        !rest.contains(&signature[7..]),
-        "a signature reached the logs: {rest}"
-    );
+    assert!(!rest.contains(&signature[7..]), "a signature reached the logs: {rest}");
     let lines: Vec<serde_json::Value> = rest
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect();
     assert!(lines.iter().any(|l| l["message"] == "stopped"), "{rest}");
     assert!(
-        lines
-            .iter()
-            .any(|l| l["reason"] == "bad_signature:mismatch"),
+        lines.iter().any(|l| l["reason"] == "bad_signature:mismatch"),
         "the refusal is logged at debug: {rest}"
     );
 }
@@ -183,10 +157,7 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
 #[tokio::test]
 async fn sign_prints_the_headers_of_every_scheme() {
     let cases: [(&[&str], &[&str]); 6] = [
-        (
-            &["--scheme", "stripe", "--secret", "whsec_x"],
-            &["stripe-signature"],
-        ),
+        (&["--scheme", "stripe", "--secret", "whsec_x"], &["stripe-signature"]),
         (
             &["--scheme", "github", "--secret", "x"],
             &["x-hub-signature-256", "x-github-delivery"],
@@ -203,18 +174,12 @@ async fn sign_prints_the_headers_of_every_scheme() {
             &["--scheme", "standard", "--secret", "whsec_c2VjcmV0"],
             &["webhook-id", "webhook-timestamp", "webhook-signature"],
         ),
-        (
-            &["--scheme", "hmac", "--secret", "x", "--header", "x-sig"],
-            &["x-sig"],
-        ),
+        (&["--scheme", "hmac", "--secret", "x", "--header", "x-sig"], &["x-sig"]),
     ];
     for (args, expected) in cases {
         let headers = run_sign(args, b"{}").await;
         for name in expected {
-            assert!(
-                headers.contains_key(*name),
-                "{args:?}: no {name} in {headers:?}"
-            );
+            assert!(headers.contains_key(*name), "{args:?}: no {name} in {headers:?}");
         }
     }
 }
@@ -228,10 +193,7 @@ async fn check_config_accepts_the_default_and_names_the_key_of_a_bad_file() {
         .expect("run");
     assert!(ok.status.success());
     let summary = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        summary.contains("ok") && summary.contains("demo"),
-        "{summary}"
-    );
+    assert!(summary.contains("ok") && summary.contains("demo"), "{summary}");
     assert_eq!(summary.lines().count(), 1);
 
     let text = std::fs::read_to_string("config/hookgate.toml")
@@ -255,10 +217,9 @@ async fn check_config_accepts_the_default_and_names_the_key_of_a_bad_file() {
 #[tokio::test]
 async fn a_source_whose_secret_cannot_be_read_does_not_start() {
     let (config, _, _) = default_config_on_free_ports();
-    let text = std::fs::read_to_string(&config).expect("read").replace(
-        "\"demo-secret-change-me\"",
-        "\"env:HOOKGATE_IT_UNSET_SECRET\"",
-    );
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace("\"demo-secret-change-me\"", "\"env:HOOKGATE_IT_UNSET_SECRET\"");
     let path = temp_file("unset-secret.toml", &text);
     let out = Command::new(BIN)
         .args(["serve", "--config"])

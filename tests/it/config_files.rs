@@ -20,10 +20,7 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 async fn every_shipped_config_is_valid() {
     let mut files = Vec::new();
     toml_files(Path::new("config"), &mut files);
-    assert!(
-        files.len() >= 7,
-        "the default and one example per provider: {files:?}"
-    );
+    assert!(files.len() >= 7, "the default and one example per provider: {files:?}");
     for file in files {
         let parsed = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));

@@ -13,11 +13,7 @@ async fn a_downstream_5xx_is_a_502() {
     let gateway = TestGateway::start(config.clone()).await;
     let body = event_body("evt_1");
     let reply = Sender::default()
-        .post(
-            &gateway.url("/stripe"),
-            sign(&config, "stripe", &body, "evt_1"),
-            body,
-        )
+        .post(&gateway.url("/stripe"), sign(&config, "stripe", &body, "evt_1"), body)
         .await;
     reply.assert(502, "downstream_error");
     assert_eq!(downstream.received().len(), 1);
@@ -32,11 +28,7 @@ async fn a_downstream_4xx_is_also_a_failure() {
     let gateway = TestGateway::start(config.clone()).await;
     let body = event_body("evt_1");
     let reply = Sender::default()
-        .post(
-            &gateway.url("/stripe"),
-            sign(&config, "stripe", &body, "evt_1"),
-            body,
-        )
+        .post(&gateway.url("/stripe"), sign(&config, "stripe", &body, "evt_1"), body)
         .await;
     reply.assert(502, "downstream_error");
     gateway.stop().await;
@@ -45,20 +37,14 @@ async fn a_downstream_4xx_is_also_a_failure() {
 #[tokio::test]
 async fn an_unreachable_downstream_is_a_502() {
     // Bind and drop a listener: nothing listens on that port any more.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let config = test_config(&url);
     let gateway = TestGateway::start(config.clone()).await;
     let body = event_body("evt_1");
     let reply = Sender::default()
-        .post(
-            &gateway.url("/github"),
-            sign(&config, "github", &body, "evt_1"),
-            body,
-        )
+        .post(&gateway.url("/github"), sign(&config, "github", &body, "evt_1"), body)
         .await;
     reply.assert(502, "downstream_error");
     gateway.stop().await;
@@ -73,19 +59,11 @@ async fn a_slow_downstream_is_a_504() {
     let body = event_body("evt_1");
     let started = tokio::time::Instant::now();
     let reply = Sender::default()
-        .post(
-            &gateway.url("/github"),
-            sign(&config, "github", &body, "evt_1"),
-            body,
-        )
+        .post(&gateway.url("/github"), sign(&config, "github", &body, "evt_1"), body)
         .await;
     reply.assert(504, "downstream_timeout");
     // The source's timeout is 2 s; the downstream would have taken 60 s.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     gateway.stop().await;
 }
 
@@ -104,9 +82,7 @@ async fn hop_by_hop_and_forged_gateway_headers_are_not_passed_on() {
         header("proxy-authorization", "Basic c2VjcmV0"),
         header("x-custom", "kept"),
     ]);
-    let reply = Sender::default()
-        .post(&gateway.url("/github"), headers, body)
-        .await;
+    let reply = Sender::default().post(&gateway.url("/github"), headers, body).await;
     reply.assert(200, "forwarded");
     let got = &downstream.received()[0];
     assert_eq!(got.header("x-hookgate-source"), Some("github"));
@@ -129,11 +105,7 @@ async fn connections_to_the_downstream_are_reused() {
         let id = format!("evt_{i}");
         let body = event_body(&id);
         sender
-            .post(
-                &gateway.url("/github"),
-                sign(&config, "github", &body, &id),
-                body,
-            )
+            .post(&gateway.url("/github"), sign(&config, "github", &body, &id), body)
             .await
             .assert(200, "forwarded");
     }

@@ -46,26 +46,18 @@ async fn requests_still_running_after_the_grace_period_are_cut() {
     let body = event_body("evt_1");
     let url = gateway.url("/github");
     let headers = sign(&config, "github", &body, "evt_1");
-    let in_flight =
-        tokio::spawn(async move { Sender::default().try_post(&url, headers, body).await });
+    let in_flight = tokio::spawn(async move { Sender::default().try_post(&url, headers, body).await });
     while downstream.received().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = tokio::time::Instant::now();
-    gateway
-        .begin_shutdown()
-        .await
-        .expect("join")
-        .expect("clean shutdown");
+    gateway.begin_shutdown().await.expect("join").expect("clean shutdown");
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
         "{waited:?}"
     );
-    assert!(
-        in_flight.await.expect("task").is_err(),
-        "the cut request got no answer"
-    );
+    assert!(in_flight.await.expect("task").is_err(), "the cut request got no answer");
 }
 
 #[tokio::test]
@@ -83,8 +75,5 @@ async fn readiness_fails_while_draining_and_new_connections_are_refused_after() 
     assert_eq!(health.status, 200);
     let addr = gateway.addr;
     gateway.stop().await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener closed"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
 }

@@ -19,21 +19,13 @@ async fn a_body_of_exactly_the_limit_passes_and_one_byte_more_is_413() {
 
     let exact = vec![b'a'; 64];
     let reply = sender
-        .post(
-            &gateway.url("/github"),
-            sign(&config, "github", &exact, "d1"),
-            exact,
-        )
+        .post(&gateway.url("/github"), sign(&config, "github", &exact, "d1"), exact)
         .await;
     reply.assert(200, "forwarded");
 
     let over = vec![b'a'; 65];
     let reply = sender
-        .post(
-            &gateway.url("/github"),
-            sign(&config, "github", &over, "d2"),
-            over,
-        )
+        .post(&gateway.url("/github"), sign(&config, "github", &over, "d2"), over)
         .await;
     reply.assert(413, "too_large");
     assert_eq!(downstream.received().len(), 1);
@@ -63,18 +55,11 @@ async fn a_large_content_length_is_refused_before_the_body_is_sent() {
 }
 
 /// Sends `body` with chunked encoding in two chunks (no Content-Length), signed for `github`.
-async fn post_chunked(
-    gateway: &TestGateway,
-    config: &hookgate::config::Config,
-    body: &[u8],
-) -> String {
+async fn post_chunked(gateway: &TestGateway, config: &hookgate::config::Config, body: &[u8]) -> String {
     let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
-    let mut request =
-        b"POST /github HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n".to_vec();
+    let mut request = b"POST /github HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n".to_vec();
     for (name, value) in &sign(config, "github", body, "chunked-1") {
-        request.extend_from_slice(
-            format!("{name}: {}\r\n", value.to_str().expect("ascii")).as_bytes(),
-        );
+        request.extend_from_slice(format!("{name}: {}\r\n", value.to_str().expect("ascii")).as_bytes());
     }
     request.extend_from_slice(b"\r\n");
     let (a, b) = body.split_at(body.len() / 2);
@@ -120,14 +105,9 @@ async fn unknown_paths_are_404_and_other_methods_405() {
         .post(&gateway.url("/github/"), HeaderMap::new(), "{}")
         .await
         .assert(404, "not_found");
-    let reply = sender
-        .send("GET", &gateway.url("/github"), HeaderMap::new(), "")
-        .await;
+    let reply = sender.send("GET", &gateway.url("/github"), HeaderMap::new(), "").await;
     reply.assert(405, "method_not_allowed");
-    assert_eq!(
-        reply.headers.get("allow").map(|v| v.as_bytes()),
-        Some(&b"POST"[..])
-    );
+    assert_eq!(reply.headers.get("allow").map(|v| v.as_bytes()), Some(&b"POST"[..]));
     sender
         .send("PUT", &gateway.url("/github"), HeaderMap::new(), "{}")
         .await

@@ -4,6 +4,7 @@ mod common;
 
 mod binary;
 mod config_files;
+mod dedup;
 mod forwarding;
 mod lifecycle;
 mod limits;

@@ -4,9 +4,7 @@
 use http::HeaderMap;
 
 use crate::common::gateway::{SCHEMES, test_config};
-use crate::common::{
-    FakeDownstream, Sender, TestGateway, event_body, header, sign, sign_at, unix_now,
-};
+use crate::common::{FakeDownstream, Sender, TestGateway, event_body, header, sign, sign_at, unix_now};
 
 #[tokio::test]
 async fn every_scheme_forwards_the_exact_bytes_and_headers() {
@@ -22,11 +20,7 @@ async fn every_scheme_forwards_the_exact_bytes_and_headers() {
         body.extend_from_slice(b"  \n");
         let headers = sign(&config, scheme, &body, &id);
         let reply = sender
-            .post(
-                &gateway.url(&format!("/{scheme}")),
-                headers.clone(),
-                body.clone(),
-            )
+            .post(&gateway.url(&format!("/{scheme}")), headers.clone(), body.clone())
             .await;
         reply.assert(200, "forwarded");
 
@@ -34,17 +28,9 @@ async fn every_scheme_forwards_the_exact_bytes_and_headers() {
         assert_eq!(received.len(), i + 1, "{scheme}");
         let got = &received[i];
         assert_eq!(got.path, format!("/{scheme}"));
-        assert_eq!(
-            got.body.as_ref(),
-            body.as_slice(),
-            "{scheme}: body changed on the way"
-        );
+        assert_eq!(got.body.as_ref(), body.as_slice(), "{scheme}: body changed on the way");
         assert_eq!(got.header("x-hookgate-source"), Some(*scheme));
-        assert_eq!(
-            got.header("x-hookgate-event-id"),
-            Some(id.as_str()),
-            "{scheme}"
-        );
+        assert_eq!(got.header("x-hookgate-event-id"), Some(id.as_str()), "{scheme}");
         assert_eq!(got.header("x-forwarded-for"), Some("127.0.0.1"));
         assert!(got.header("x-request-id").is_some_and(|v| !v.is_empty()));
         for (name, value) in &headers {
@@ -112,9 +98,7 @@ async fn stale_and_future_timestamps_are_refused() {
         for offset in [-301 - 5, 301 + 5] {
             let body = event_body("evt_1");
             let headers = sign_at(&config, scheme, &body, "evt_1", unix_now() + offset);
-            let reply = sender
-                .post(&gateway.url(&format!("/{scheme}")), headers, body)
-                .await;
+            let reply = sender.post(&gateway.url(&format!("/{scheme}")), headers, body).await;
             reply.assert(401, "bad_signature");
         }
     }
@@ -123,14 +107,8 @@ async fn stale_and_future_timestamps_are_refused() {
         .send("GET", &gateway.admin_url("/metrics"), HeaderMap::new(), "")
         .await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(
-        text.contains(r#"reason="bad_signature:stale_timestamp""#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"reason="bad_signature:future_timestamp""#),
-        "{text}"
-    );
+    assert!(text.contains(r#"reason="bad_signature:stale_timestamp""#), "{text}");
+    assert!(text.contains(r#"reason="bad_signature:future_timestamp""#), "{text}");
     gateway.stop().await;
 }
 
@@ -153,11 +131,7 @@ async fn a_verified_event_without_an_id_is_a_bad_request() {
 
     let form = b"token=abc&team_id=T1";
     let reply = sender
-        .post(
-            &gateway.url("/slack"),
-            sign(&config, "slack", form, "x"),
-            form.to_vec(),
-        )
+        .post(&gateway.url("/slack"), sign(&config, "slack", form, "x"), form.to_vec())
         .await;
     reply.assert(400, "bad_request");
 

@@ -50,9 +50,7 @@ pub struct FakeDownstream {
 
 impl FakeDownstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind downstream");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind downstream");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
@@ -70,10 +68,10 @@ impl FakeDownstream {
                 };
                 let state = shared.clone();
                 state.connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(http1::Builder::new().serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |req| handle(state.clone(), req)),
-                ));
+                tokio::spawn(
+                    http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(move |req| handle(state.clone(), req))),
+                );
             }
         });
         FakeDownstream { addr, state, task }
@@ -112,10 +110,7 @@ impl Drop for FakeDownstream {
     }
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let (status, delay) = {

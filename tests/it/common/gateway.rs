@@ -77,12 +77,8 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config: Config) -> Self {
-        let public = TcpListener::bind(config.server.listen)
-            .await
-            .expect("bind public");
-        let admin = TcpListener::bind(config.server.admin_listen)
-            .await
-            .expect("bind admin");
+        let public = TcpListener::bind(config.server.listen).await.expect("bind public");
+        let admin = TcpListener::bind(config.server.admin_listen).await.expect("bind admin");
         let addr = public.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
@@ -118,10 +114,7 @@ impl TestGateway {
     }
 
     pub async fn stop(mut self) {
-        self.begin_shutdown()
-            .await
-            .expect("join")
-            .expect("clean shutdown");
+        self.begin_shutdown().await.expect("join").expect("clean shutdown");
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod downstream;
 pub mod gateway;
+pub mod redis;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -60,18 +61,8 @@ pub fn sign_at(config: &Config, source: &str, body: &[u8], id: &str, timestamp: 
         .iter()
         .find(|s| s.name == source)
         .unwrap_or_else(|| panic!("no source {source}"));
-    let secrets: Vec<_> = source
-        .secrets
-        .iter()
-        .map(|s| s.resolve().expect("secret"))
-        .collect();
-    let verifier = Verifier::new(
-        source.scheme,
-        source.hmac.as_ref(),
-        &secrets,
-        source.tolerance,
-    )
-    .expect("verifier");
+    let secrets: Vec<_> = source.secrets.iter().map(|s| s.resolve().expect("secret")).collect();
+    let verifier = Verifier::new(source.scheme, source.hmac.as_ref(), &secrets, source.tolerance).expect("verifier");
     let mut headers: HeaderMap = verifier
         .sign(body, id, timestamp)
         .into_iter()
@@ -108,13 +99,7 @@ impl Default for Sender {
 }
 
 impl Sender {
-    pub async fn send(
-        &self,
-        method: &str,
-        url: &str,
-        headers: HeaderMap,
-        body: impl Into<Bytes>,
-    ) -> Reply {
+    pub async fn send(&self, method: &str, url: &str, headers: HeaderMap, body: impl Into<Bytes>) -> Reply {
         self.try_send(method, url, headers, body)
             .await
             .expect("gateway answers")
@@ -134,11 +119,7 @@ impl Sender {
             .body(Full::new(body.into()))
             .expect("request");
         request.headers_mut().extend(headers);
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = self.client.request(request).await.map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();
         Ok(Reply {
             status: parts.status,
@@ -147,12 +128,7 @@ impl Sender {
         })
     }
 
-    pub async fn try_post(
-        &self,
-        url: &str,
-        headers: HeaderMap,
-        body: impl Into<Bytes>,
-    ) -> Result<Reply, String> {
+    pub async fn try_post(&self, url: &str, headers: HeaderMap, body: impl Into<Bytes>) -> Result<Reply, String> {
         self.try_send("POST", url, headers, body).await
     }
 

@@ -1,0 +1,286 @@
+//! `store = "memory"`: the embedded default, for one process. A sharded map from the exact
+//! `(source, id)` to its state, with a bound on the number of ids. Past the bound the oldest delivered ids
+//! are forgotten first; an in-flight id never is (a claim that finds only in-flight ids fails, and
+//! `on_store_error` decides). Expired ids are purged in the background, oldest first, at no cost per
+//! request. Time is tokio's, so that tests can run it on a paused clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Found, StoreError, Token};
+
+const SHARDS: usize = 16;
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+
+/// The exact key: source, a NUL byte (never part of a name) and the id.
+pub(crate) fn key(source: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + 1 + id.len());
+    key.extend_from_slice(source.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    InFlight { token: Token, until: Instant },
+    Done { until: Instant },
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<Arc<[u8]>, Entry>,
+    /// Done ids in commit order, which is also expiry order since the TTL is the same for all. An item
+    /// whose entry has changed since is stale and skipped.
+    done: VecDeque<(Arc<[u8]>, Instant)>,
+}
+
+impl Shard {
+    /// Removes the oldest done id; false when there is none.
+    fn evict_oldest_done(&mut self) -> bool {
+        while let Some((key, until)) = self.done.pop_front() {
+            if matches!(self.map.get(&key), Some(Entry::Done { until: u }) if *u == until) {
+                self.map.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn purge(&mut self, now: Instant) {
+        while let Some((key, until)) = self.done.front() {
+            if *until > now {
+                break;
+            }
+            if matches!(self.map.get(key), Some(Entry::Done { until: u }) if u == until) {
+                self.map.remove(key);
+            }
+            self.done.pop_front();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl MemoryStore {
+    /// A store of at most about `max_keys` ids, with its purge task when a runtime is running.
+    pub fn start(max_keys: usize) -> Arc<Self> {
+        let store = Arc::new(Self::new(max_keys));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(purge_loop(Arc::downgrade(&store)));
+        }
+        store
+    }
+
+    fn new(max_keys: usize) -> Self {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        // A panic while holding a shard lock cannot leave an entry half-written (every update is one
+        // insert or remove), so a poisoned lock is still consistent.
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn claim(&self, key: &[u8], token: Token, lease: Duration) -> Result<Found, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        match shard.map.get(key) {
+            Some(Entry::Done { until }) if *until > now => return Ok(Found::Duplicate),
+            Some(Entry::InFlight { until, .. }) if *until > now => {
+                return Ok(Found::InFlight(Some(*until - now)));
+            }
+            // Absent, or expired: free to claim.
+            _ => {}
+        }
+        let until = now + lease;
+        if let Some(entry) = shard.map.get_mut(key) {
+            *entry = Entry::InFlight { token, until };
+            return Ok(Found::Claimed);
+        }
+        if shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
+            return Err(StoreError::Full);
+        }
+        shard.map.insert(Arc::from(key), Entry::InFlight { token, until });
+        Ok(Found::Claimed)
+    }
+
+    pub(crate) fn commit(&self, key: &[u8], token: Token, ttl: Duration) -> bool {
+        let mut shard = self.shard(key);
+        let Some((stored, entry)) = shard.map.get_key_value(key) else {
+            return false;
+        };
+        if !matches!(entry, Entry::InFlight { token: t, .. } if *t == token) {
+            return false;
+        }
+        let stored = stored.clone();
+        let until = Instant::now() + ttl;
+        shard.map.insert(stored.clone(), Entry::Done { until });
+        shard.done.push_back((stored, until));
+        true
+    }
+
+    pub(crate) fn release(&self, key: &[u8], token: Token) -> bool {
+        let mut shard = self.shard(key);
+        if matches!(shard.map.get(key), Some(Entry::InFlight { token: t, .. }) if *t == token) {
+            shard.map.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes every done id whose TTL has run out.
+    pub fn purge(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            shard.lock().unwrap_or_else(PoisonError::into_inner).purge(now);
+        }
+    }
+
+    /// Ids held now, done and in flight.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn purge_loop(store: Weak<MemoryStore>) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        store.purge();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const TTL: Duration = Duration::from_secs(3600);
+
+    fn claimed(store: &MemoryStore, key: &[u8]) -> Token {
+        let token = Token::new();
+        assert_eq!(store.claim(key, token, LEASE), Ok(Found::Claimed));
+        token
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claim_commit_then_duplicate_until_the_ttl_runs_out() {
+        let store = MemoryStore::start(1000);
+        let token = claimed(&store, b"k");
+        assert!(matches!(
+            store.claim(b"k", Token::new(), LEASE),
+            Ok(Found::InFlight(Some(_)))
+        ));
+        assert!(store.commit(b"k", token, TTL));
+        assert_eq!(store.claim(b"k", Token::new(), LEASE), Ok(Found::Duplicate));
+
+        tokio::time::advance(TTL - Duration::from_secs(1)).await;
+        assert_eq!(store.claim(b"k", Token::new(), LEASE), Ok(Found::Duplicate));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The background purge has run on the paused clock: the id is gone, not just expired.
+        tokio::task::yield_now().await;
+        assert_eq!(store.len(), 0);
+        claimed(&store, b"k");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_id_can_be_claimed_again() {
+        let store = MemoryStore::start(1000);
+        let token = claimed(&store, b"k");
+        assert!(store.release(b"k", token));
+        claimed(&store, b"k");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_lease_lets_a_new_claim_through_and_the_stale_token_can_do_nothing() {
+        let store = MemoryStore::start(1000);
+        let stale = claimed(&store, b"k");
+        tokio::time::advance(LEASE + Duration::from_millis(1)).await;
+        let fresh = claimed(&store, b"k");
+        assert!(!store.commit(b"k", stale, TTL), "a stale token cannot commit");
+        assert!(!store.release(b"k", stale), "a stale token cannot release");
+        assert!(matches!(store.claim(b"k", Token::new(), LEASE), Ok(Found::InFlight(_))));
+        assert!(store.commit(b"k", fresh, TTL));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_holds_under_ten_times_more_ids_and_keeps_the_newest() {
+        let cap = 1_600;
+        let store = MemoryStore::start(cap);
+        for i in 0..cap * 10 {
+            let key = format!("id-{i}");
+            let token = claimed(&store, key.as_bytes());
+            assert!(store.commit(key.as_bytes(), token, TTL));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert!(store.len() <= cap, "{} ids held, cap {cap}", store.len());
+        assert!(
+            store.len() >= cap * 9 / 10,
+            "eviction is one id at a time: {}",
+            store.len()
+        );
+        let newest = format!("id-{}", cap * 10 - 1);
+        assert_eq!(
+            store.claim(newest.as_bytes(), Token::new(), LEASE),
+            Ok(Found::Duplicate)
+        );
+        assert_eq!(
+            store.claim(b"id-0", Token::new(), LEASE),
+            Ok(Found::Claimed),
+            "the oldest was evicted"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_ids_are_never_evicted() {
+        let store = MemoryStore::start(SHARDS);
+        // One id per shard at most: fill with in-flight ids until a claim fails.
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for i in 0..200 {
+            let key = format!("busy-{i}");
+            match store.claim(key.as_bytes(), Token::new(), LEASE) {
+                Ok(Found::Claimed) => held.push(key),
+                Err(StoreError::Full) => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(refused > 0);
+        for key in &held {
+            assert!(matches!(
+                store.claim(key.as_bytes(), Token::new(), LEASE),
+                Ok(Found::InFlight(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn keys_of_different_sources_never_collide() {
+        assert_ne!(key("ab", "c"), key("a", "bc"));
+    }
+}

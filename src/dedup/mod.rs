@@ -1,0 +1,310 @@
+//! Steps 7 and 9, deduplication in two phases. After verification, `claim(source, id)` marks the id in
+//! flight with a lease and a unique token. A delivered event's claim is committed (the id is remembered
+//! for `ttl`); a failed one is released (the key is deleted), so that the sender's retry is processed and
+//! never wrongly dropped as a duplicate. An id already done answers `200 duplicate`; one in flight
+//! elsewhere answers `409 in_flight`; an unreachable store answers `503 unavailable` (or, with
+//! `on_store_error = "accept"`, the event goes on without dedup).
+//!
+//! A [`Claim`] is consumed by `commit` or `release`. One that is dropped instead (a cancelled request, a
+//! connection cut at shutdown) releases itself, so a key never waits for its lease to run out when that
+//! can be avoided.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::task::TaskTracker;
+
+use crate::config::{DedupConfig, OnStoreError, StoreKind};
+use crate::verify::event_id::EventId;
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("the memory store is full of in-flight ids")]
+    Full,
+}
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum ClaimResult {
+    /// The id is ours to deliver.
+    Claimed(Claim),
+    /// The id was delivered already.
+    Duplicate,
+    /// Another request holds the id now; try again after `retry_after`.
+    InFlight { retry_after: Duration },
+}
+
+/// What the backend answered to a claim, before it is wrapped in a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    Claimed,
+    Duplicate,
+    /// In flight, with the lease time left when the backend knows it.
+    InFlight(Option<Duration>),
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Memory(Arc<memory::MemoryStore>),
+    Redis(redis::RedisStore),
+}
+
+/// The dedup store of a gateway, shared by every source.
+#[derive(Debug)]
+pub struct DedupStore {
+    backend: Backend,
+    ttl: Duration,
+    lease: Duration,
+    timeout: Duration,
+    on_error: OnStoreError,
+    /// Releases started by dropped claims, so that shutdown can wait for them.
+    releases: TaskTracker,
+    warn_throttle: Throttle,
+}
+
+impl DedupStore {
+    /// Builds the configured store. Redis connects lazily and reconnects by itself, so a Redis that is
+    /// down at start-up makes requests fail (per `on_store_error`) and `/readyz` report it, not start-up.
+    pub fn new(config: &DedupConfig) -> Result<Arc<Self>, String> {
+        let backend = match config.store {
+            StoreKind::Memory => Backend::Memory(memory::MemoryStore::start(config.max_keys)),
+            StoreKind::Redis => Backend::Redis(redis::RedisStore::new(
+                &config.redis_url.clone().or_env(),
+                &config.key_prefix,
+                config.timeout,
+            )?),
+        };
+        Ok(Arc::new(DedupStore {
+            backend,
+            ttl: config.ttl,
+            lease: config.lease,
+            timeout: config.timeout,
+            on_error: config.on_store_error,
+            releases: TaskTracker::new(),
+            warn_throttle: Throttle::default(),
+        }))
+    }
+
+    pub fn on_error(&self) -> OnStoreError {
+        self.on_error
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// Marks `id` of `source` in flight, unless it is done or in flight already.
+    pub async fn claim(self: &Arc<Self>, source: &str, id: &EventId) -> Result<ClaimResult, StoreError> {
+        let token = Token::new();
+        let key = match &self.backend {
+            Backend::Memory(_) => memory::key(source, id.as_str()),
+            Backend::Redis(r) => r.key(source, id.as_str()),
+        };
+        let found = self
+            .call("claim", async {
+                match &self.backend {
+                    Backend::Memory(m) => m.claim(&key, token, self.lease),
+                    Backend::Redis(r) => r.claim(&key, token, self.lease).await,
+                }
+            })
+            .await?;
+        Ok(match found {
+            Found::Claimed => ClaimResult::Claimed(Claim {
+                store: self.clone(),
+                key,
+                token,
+                settled: false,
+            }),
+            Found::Duplicate => ClaimResult::Duplicate,
+            Found::InFlight(left) => ClaimResult::InFlight {
+                retry_after: left.unwrap_or(self.lease),
+            },
+        })
+    }
+
+    /// Answers when the store is reachable: a Redis `PING`, or nothing for the memory store.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => self.call("ping", r.ping()).await,
+        }
+    }
+
+    /// Waits, at most `limit`, for the releases of dropped claims to finish.
+    pub async fn flush(&self, limit: Duration) {
+        self.releases.close();
+        let _ = tokio::time::timeout(limit, self.releases.wait()).await;
+    }
+
+    /// True at most once every 10 s: store failures are logged, but not once per request.
+    pub fn should_warn(&self) -> bool {
+        self.warn_throttle.ready(Duration::from_secs(10))
+    }
+
+    /// Runs one store call under the store timeout, and records its duration and any error.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        crate::metrics::store_call(op, started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn settle(&self, key: &[u8], token: Token, commit: bool) -> Result<bool, StoreError> {
+        let op = if commit { "commit" } else { "release" };
+        self.call(op, async {
+            match (&self.backend, commit) {
+                (Backend::Memory(m), true) => Ok(m.commit(key, token, self.ttl)),
+                (Backend::Memory(m), false) => Ok(m.release(key, token)),
+                (Backend::Redis(r), true) => r.commit(key, token, self.ttl).await,
+                (Backend::Redis(r), false) => r.release(key, token).await,
+            }
+        })
+        .await
+    }
+}
+
+/// A unique claim token: commit and release act only while the stored token is this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token(u64);
+
+impl Token {
+    fn new() -> Self {
+        // Zero is never issued, so a token can never be confused with an empty value.
+        Token(rand::random::<u64>() | 1)
+    }
+
+    /// 16 hex digits: never equal to the done marker `1`.
+    pub(crate) fn to_hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// The right to deliver one event. Consume it with [`Claim::commit`] or [`Claim::release`]; dropping it
+/// releases it in the background.
+#[derive(Debug)]
+#[must_use = "a claim must be committed or released"]
+pub struct Claim {
+    store: Arc<DedupStore>,
+    key: Vec<u8>,
+    token: Token,
+    settled: bool,
+}
+
+impl Claim {
+    /// The event was delivered: remember its id for `ttl`. `Ok(false)` when the lease had run out and the
+    /// claim was lost (another request may deliver the event again).
+    pub async fn commit(mut self) -> Result<bool, StoreError> {
+        self.settled = true;
+        self.store.settle(&self.key, self.token, true).await
+    }
+
+    /// The delivery failed: forget the id, so that the sender's retry is processed.
+    pub async fn release(mut self) -> Result<bool, StoreError> {
+        self.settled = true;
+        self.store.settle(&self.key, self.token, false).await
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        match &self.store.backend {
+            // No I/O: release on the spot.
+            Backend::Memory(m) => {
+                m.release(&self.key, self.token);
+            }
+            Backend::Redis(_) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let store = self.store.clone();
+                let key = std::mem::take(&mut self.key);
+                let token = self.token;
+                let tracker = store.releases.clone();
+                tracker.spawn_on(
+                    async move {
+                        if let Err(error) = store.settle(&key, token, false).await {
+                            tracing::warn!(%error, "cannot release the claim of a cancelled request; its lease will free it");
+                        }
+                    },
+                    &runtime,
+                );
+            }
+        }
+    }
+}
+
+/// Lets an action through at most once per period.
+#[derive(Debug)]
+struct Throttle {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last action, plus one (0 means never).
+    last: AtomicU64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Throttle {
+    fn ready(&self, period: Duration) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        let period = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= period)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_through_per_period() {
+        let throttle = Throttle::default();
+        assert!(throttle.ready(Duration::from_secs(60)));
+        assert!(!throttle.ready(Duration::from_secs(60)));
+        assert!(throttle.ready(Duration::ZERO));
+    }
+
+    #[test]
+    fn tokens_are_never_the_done_marker() {
+        for _ in 0..1000 {
+            let hex = Token::new().to_hex();
+            assert_eq!(hex.len(), 16);
+            assert_ne!(hex, "1");
+        }
+    }
+}

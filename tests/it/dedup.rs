@@ -1,0 +1,399 @@
+//! Deduplication end to end, against the memory store and a real `redis-server` (single node and
+//! cluster): each event reaches the downstream once, and a failed delivery never swallows the retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate::config::{Config, ForwardConfig, OnStoreError, RedisUrls, StoreKind};
+use hookgate::dedup::{ClaimResult, DedupStore};
+use hookgate::verify::event_id::EventId;
+
+use crate::common::gateway::test_config;
+use crate::common::redis::{RedisCluster, RedisServer};
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
+
+fn on_redis(mut config: Config, urls: RedisUrls) -> Config {
+    config.dedup.store = StoreKind::Redis;
+    config.dedup.redis_url = urls;
+    config
+}
+
+fn redis_config(downstream: &FakeDownstream, redis: &RedisServer) -> Config {
+    on_redis(test_config(&downstream.url("")), RedisUrls::One(redis.url()))
+}
+
+async fn deliver(gateway: &TestGateway, config: &Config, source: &str, id: &str) -> Reply {
+    let body = event_body(id);
+    Sender::default()
+        .post(
+            &gateway.url(&format!("/{source}")),
+            sign(config, source, &body, id),
+            body,
+        )
+        .await
+}
+
+async fn same_event_twice_is_forwarded_once(config: Config, downstream: &FakeDownstream) {
+    let gateway = TestGateway::start(config.clone()).await;
+    deliver(&gateway, &config, "stripe", "evt_twice")
+        .await
+        .assert(200, "forwarded");
+    deliver(&gateway, &config, "stripe", "evt_twice")
+        .await
+        .assert(200, "duplicate");
+    // The same id from another source is another event.
+    deliver(&gateway, &config, "slack", "evt_twice")
+        .await
+        .assert(200, "forwarded");
+    assert_eq!(downstream.received().len(), 2);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn same_event_twice_is_forwarded_once_in_memory() {
+    let downstream = FakeDownstream::start().await;
+    same_event_twice_is_forwarded_once(test_config(&downstream.url("")), &downstream).await;
+}
+
+#[tokio::test]
+async fn same_event_twice_is_forwarded_once_in_redis() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    same_event_twice_is_forwarded_once(redis_config(&downstream, &redis), &downstream).await;
+    assert_eq!(redis.cli(&["dbsize"]), "2");
+}
+
+#[tokio::test]
+async fn claim_released_when_downstream_fails_so_the_retry_is_forwarded() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.answer(&[500, 200]);
+    let config = redis_config(&downstream, &redis);
+    let gateway = TestGateway::start(config.clone()).await;
+
+    deliver(&gateway, &config, "github", "d-retry")
+        .await
+        .assert(502, "downstream_error");
+    assert_eq!(redis.cli(&["dbsize"]), "0", "the claim was released: the key is gone");
+    deliver(&gateway, &config, "github", "d-retry")
+        .await
+        .assert(200, "forwarded");
+    deliver(&gateway, &config, "github", "d-retry")
+        .await
+        .assert(200, "duplicate");
+    assert_eq!(downstream.received().len(), 2, "the failed try and the retry");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn claim_released_when_downstream_times_out_so_the_retry_is_forwarded() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.delay(Duration::from_secs(30));
+    let mut config = redis_config(&downstream, &redis);
+    if let ForwardConfig::Http { timeout, .. } = &mut config.sources[1].forward {
+        *timeout = Duration::from_millis(300);
+    }
+    let gateway = TestGateway::start(config.clone()).await;
+    deliver(&gateway, &config, "github", "d-slow")
+        .await
+        .assert(504, "downstream_timeout");
+    assert_eq!(redis.cli(&["dbsize"]), "0");
+    downstream.delay(Duration::ZERO);
+    deliver(&gateway, &config, "github", "d-slow")
+        .await
+        .assert(200, "forwarded");
+    gateway.stop().await;
+}
+
+async fn fifty_concurrent_deliveries_reach_the_downstream_once(config: Config, downstream: &FakeDownstream) {
+    downstream.delay(Duration::from_millis(100));
+    let gateway = Arc::new(TestGateway::start(config.clone()).await);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (gateway, config) = (gateway.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            deliver(&gateway, &config, "standard", "msg_same").await
+        }));
+    }
+    let mut outcomes = std::collections::BTreeMap::new();
+    for task in tasks {
+        let reply = task.await.expect("task");
+        *outcomes.entry(reply.outcome().to_owned()).or_insert(0) += 1;
+        if reply.outcome() == "in_flight" {
+            assert_eq!(reply.status, 409);
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+    }
+    assert_eq!(downstream.received().len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.get("forwarded"), Some(&1), "{outcomes:?}");
+    let others = outcomes.get("duplicate").unwrap_or(&0) + outcomes.get("in_flight").unwrap_or(&0);
+    assert_eq!(others, 49, "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_deliveries_reach_the_downstream_once_in_memory() {
+    let downstream = FakeDownstream::start().await;
+    fifty_concurrent_deliveries_reach_the_downstream_once(test_config(&downstream.url("")), &downstream).await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_deliveries_reach_the_downstream_once_in_redis() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    fifty_concurrent_deliveries_reach_the_downstream_once(redis_config(&downstream, &redis), &downstream).await;
+}
+
+#[tokio::test]
+async fn an_event_delivered_through_one_gateway_is_a_duplicate_at_another() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let config = redis_config(&downstream, &redis);
+    let a = TestGateway::start(config.clone()).await;
+    let b = TestGateway::start(config.clone()).await;
+    deliver(&a, &config, "shopify", "shop-1").await.assert(200, "forwarded");
+    deliver(&b, &config, "shopify", "shop-1").await.assert(200, "duplicate");
+    deliver(&b, &config, "shopify", "shop-2").await.assert(200, "forwarded");
+    deliver(&a, &config, "shopify", "shop-2").await.assert(200, "duplicate");
+    assert_eq!(downstream.received().len(), 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_done_key_is_short_and_lives_for_the_ttl() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let mut config = redis_config(&downstream, &redis);
+    config.dedup.ttl = Duration::from_secs(3600);
+    let gateway = TestGateway::start(config.clone()).await;
+    let long_id = format!("evt_{}", "x".repeat(400));
+    deliver(&gateway, &config, "stripe", &long_id)
+        .await
+        .assert(200, "forwarded");
+    let keys = redis.keys_with_pttl();
+    assert_eq!(keys.len(), 1);
+    let (key, pttl) = &keys[0];
+    assert!(
+        key.starts_with("hg:dedup:stripe:") && key.len() == "hg:dedup:stripe:".len() + 16,
+        "{key}"
+    );
+    assert!((3_590_000..=3_600_000).contains(pttl), "PTTL {pttl} ms, TTL 3600 s");
+    assert_eq!(redis.cli(&["get", key]), "1", "a done id holds the one-byte marker");
+    gateway.stop().await;
+}
+
+async fn store(redis: &RedisServer) -> Arc<DedupStore> {
+    let mut config = test_config("http://127.0.0.1:1");
+    config.dedup.store = StoreKind::Redis;
+    config.dedup.redis_url = RedisUrls::One(redis.url());
+    DedupStore::new(&config.dedup).expect("store")
+}
+
+fn id(text: &str) -> EventId {
+    EventId::new(text.to_owned()).expect("id")
+}
+
+#[tokio::test]
+async fn an_expired_lease_lets_a_new_claim_through_and_a_stale_token_can_do_nothing() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let ClaimResult::Claimed(stale) = store.claim("src", &id("e1")).await.expect("claim") else {
+        panic!("first claim")
+    };
+    assert!(matches!(
+        store.claim("src", &id("e1")).await,
+        Ok(ClaimResult::InFlight { .. })
+    ));
+    // Let the lease run out now, as it would after a crash.
+    let keys = redis.keys_with_pttl();
+    assert!(keys[0].1 > 29_000, "the lease is dedup.lease: {keys:?}");
+    redis.cli(&["pexpire", &keys[0].0, "1"]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let ClaimResult::Claimed(fresh) = store.claim("src", &id("e1")).await.expect("claim") else {
+        panic!("a new claim after the lease ran out")
+    };
+    assert_eq!(stale.commit().await, Ok(false), "a stale token cannot commit");
+    assert!(matches!(
+        store.claim("src", &id("e1")).await,
+        Ok(ClaimResult::InFlight { .. })
+    ));
+    let ClaimResult::Claimed(stale_again) = ({
+        redis.cli(&["pexpire", &keys[0].0, "1"]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.claim("src", &id("e1")).await.expect("claim")
+    }) else {
+        panic!("claim")
+    };
+    assert_eq!(fresh.release().await, Ok(false), "a stale token cannot release");
+    assert_eq!(redis.cli(&["dbsize"]), "1", "the newest claim is untouched");
+    assert_eq!(stale_again.commit().await, Ok(true));
+    assert!(matches!(
+        store.claim("src", &id("e1")).await,
+        Ok(ClaimResult::Duplicate)
+    ));
+}
+
+#[tokio::test]
+async fn a_dropped_claim_releases_its_key() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let claim = store.claim("src", &id("dropped")).await.expect("claim");
+    assert!(matches!(claim, ClaimResult::Claimed(_)));
+    assert_eq!(redis.cli(&["dbsize"]), "1");
+    drop(claim);
+    store.flush(Duration::from_secs(5)).await;
+    assert_eq!(redis.cli(&["dbsize"]), "0");
+}
+
+#[tokio::test]
+async fn requests_cut_at_shutdown_release_their_claims() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.delay(Duration::from_secs(3600));
+    let mut config = redis_config(&downstream, &redis);
+    config.server.shutdown_grace = Duration::from_millis(200);
+    let mut gateway = TestGateway::start(config.clone()).await;
+    let url = gateway.url("/github");
+    let body = event_body("d-cut");
+    let headers = sign(&config, "github", &body, "d-cut");
+    let request = tokio::spawn(async move { Sender::default().try_post(&url, headers, body).await });
+    while downstream.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(redis.cli(&["dbsize"]), "1", "claimed while in flight");
+    gateway.begin_shutdown().await.expect("join").expect("clean shutdown");
+    assert!(request.await.expect("task").is_err(), "the cut request got no answer");
+    assert_eq!(redis.cli(&["dbsize"]), "0", "the cut request's claim was released");
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_never_reach_the_store() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let config = redis_config(&downstream, &redis);
+    let gateway = TestGateway::start(config.clone()).await;
+    let body = event_body("evt_probe");
+    let mut headers = sign(&config, "stripe", &body, "evt_probe");
+    headers.insert("stripe-signature", "t=1,v1=00".parse().expect("value"));
+    let reply = Sender::default().post(&gateway.url("/stripe"), headers, body).await;
+    reply.assert(401, "bad_signature");
+    assert_eq!(redis.cli(&["dbsize"]), "0");
+    let stats = redis.cli(&["info", "commandstats"]);
+    assert!(!stats.contains("cmdstat_set:"), "no SET was sent: {stats}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_down_new_events_get_503_and_the_gateway_recovers_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let config = redis_config(&downstream, &redis);
+    let gateway = TestGateway::start(config.clone()).await;
+    let sender = Sender::default();
+    deliver(&gateway, &config, "github", "before")
+        .await
+        .assert(200, "forwarded");
+    let ready = sender
+        .send("GET", &gateway.admin_url("/readyz"), Default::default(), "")
+        .await;
+    assert_eq!(ready.status, 200);
+
+    redis.stop();
+    let reply = deliver(&gateway, &config, "github", "during").await;
+    reply.assert(503, "unavailable");
+    assert_eq!(reply.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"5"[..]));
+    let ready = sender
+        .send("GET", &gateway.admin_url("/readyz"), Default::default(), "")
+        .await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(
+        downstream.received().len(),
+        1,
+        "nothing forwarded while the store is down"
+    );
+
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if deliver(&gateway, &config, "github", "after").await.outcome() == "forwarded" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "the gateway reconnected without a restart");
+    let ready = sender
+        .send("GET", &gateway.admin_url("/readyz"), Default::default(), "")
+        .await;
+    assert_eq!(ready.status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn with_on_store_error_accept_events_go_through_without_dedup() {
+    let mut redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let mut config = redis_config(&downstream, &redis);
+    config.dedup.on_store_error = OnStoreError::Accept;
+    let gateway = TestGateway::start(config.clone()).await;
+    redis.stop();
+    deliver(&gateway, &config, "github", "open-1")
+        .await
+        .assert(200, "forwarded");
+    deliver(&gateway, &config, "github", "open-1")
+        .await
+        .assert(200, "forwarded");
+    assert_eq!(
+        downstream.received().len(),
+        2,
+        "no dedup while the store is down, as configured"
+    );
+    let metrics = Sender::default()
+        .send("GET", &gateway.admin_url("/metrics"), Default::default(), "")
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"hookgate_dedup_total{source="github",result="store_error_accepted"}"#),
+        "{text}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn dedup_works_on_a_redis_cluster_across_slots() {
+    let cluster = RedisCluster::start();
+    let downstream = FakeDownstream::start().await;
+    let config = on_redis(test_config(&downstream.url("")), RedisUrls::Cluster(cluster.urls()));
+    let gateway = TestGateway::start(config.clone()).await;
+    for i in 0..30 {
+        deliver(&gateway, &config, "github", &format!("c-{i}"))
+            .await
+            .assert(200, "forwarded");
+    }
+    for i in 0..30 {
+        deliver(&gateway, &config, "github", &format!("c-{i}"))
+            .await
+            .assert(200, "duplicate");
+    }
+    downstream.answer(&[500, 200]);
+    deliver(&gateway, &config, "github", "c-fail")
+        .await
+        .assert(502, "downstream_error");
+    deliver(&gateway, &config, "github", "c-fail")
+        .await
+        .assert(200, "forwarded");
+    assert_eq!(downstream.received().len(), 32);
+    let per_node: Vec<u32> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.cli(&["dbsize"]).parse().expect("dbsize"))
+        .collect();
+    assert_eq!(per_node.iter().sum::<u32>(), 31, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "keys spread over slots on several nodes: {per_node:?}"
+    );
+    gateway.stop().await;
+}
