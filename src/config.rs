@@ -159,6 +159,9 @@ pub struct DedupConfig {
     /// or a list of node URLs for Redis Cluster. `HOOKGATE_REDIS_URL` overrides it. Default
     /// `redis://127.0.0.1:6379`. Needs Redis 7.0 or later.
     pub redis_url: RedisUrls,
+    /// For `rediss://` with a private CA: the PEM file of the CA that signed the Redis server's
+    /// certificate. Default: none, the public web roots are trusted. Certificates are always verified.
+    pub redis_ca_file: Option<PathBuf>,
     /// First part of every Redis key: `{key_prefix}:dedup:{source}:{hash}`. Default `hg`.
     pub key_prefix: String,
     /// How long a delivered event id is remembered. Default `24h`.
@@ -183,6 +186,7 @@ impl Default for DedupConfig {
         Self {
             store: StoreKind::Memory,
             redis_url: RedisUrls::One("redis://127.0.0.1:6379".to_owned()),
+            redis_ca_file: None,
             key_prefix: "hg".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(30),

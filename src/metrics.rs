@@ -90,10 +90,11 @@ pub fn dedup(source: &Arc<str>, result: &'static str) {
     counter!(DEDUP_TOTAL, "source" => source.clone(), "result" => result).increment(1);
 }
 
-/// Times one store call; `op` is `claim`, `commit`, `release` or `ping`.
-pub fn store_call(op: &'static str, elapsed: Duration, ok: bool) {
+/// Times one store call over the network; `op` is `claim`, `commit`, `release` or `ping`.
+pub fn store_call(op: &'static str, elapsed: Duration) {
     histogram!(STORE_DURATION, "op" => op).record(elapsed.as_secs_f64());
-    if !ok {
-        counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
-    }
+}
+
+pub fn store_error(op: &'static str) {
+    counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
 }

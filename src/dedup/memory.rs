@@ -31,9 +31,11 @@ enum Entry {
     Done { until: Instant },
 }
 
+/// Keys come from verified events only, so a fast seeded hash is enough: nobody unauthenticated can
+/// choose them.
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Arc<[u8]>, Entry>,
+    map: HashMap<Arc<[u8]>, Entry, foldhash::fast::RandomState>,
     /// Done ids in commit order, which is also expiry order since the TTL is the same for all. An item
     /// whose entry has changed since is stale and skipped.
     done: VecDeque<(Arc<[u8]>, Instant)>,
@@ -68,7 +70,7 @@ impl Shard {
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl MemoryStore {
@@ -96,7 +98,7 @@ impl MemoryStore {
         self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn claim(&self, key: &[u8], token: Token, lease: Duration) -> Result<Found, StoreError> {
+    pub(crate) fn claim(&self, key: &Arc<[u8]>, token: Token, lease: Duration) -> Result<Found, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key);
         match shard.map.get(key) {
@@ -115,7 +117,7 @@ impl MemoryStore {
         if shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
             return Err(StoreError::Full);
         }
-        shard.map.insert(Arc::from(key), Entry::InFlight { token, until });
+        shard.map.insert(key.clone(), Entry::InFlight { token, until });
         Ok(Found::Claimed)
     }
 
@@ -184,23 +186,24 @@ mod tests {
 
     fn claimed(store: &MemoryStore, key: &[u8]) -> Token {
         let token = Token::new();
-        assert_eq!(store.claim(key, token, LEASE), Ok(Found::Claimed));
+        assert_eq!(store.claim(&Arc::from(key), token, LEASE), Ok(Found::Claimed));
         token
+    }
+
+    fn claim(store: &MemoryStore, key: &[u8]) -> Result<Found, StoreError> {
+        store.claim(&Arc::from(key), Token::new(), LEASE)
     }
 
     #[tokio::test(start_paused = true)]
     async fn claim_commit_then_duplicate_until_the_ttl_runs_out() {
         let store = MemoryStore::start(1000);
         let token = claimed(&store, b"k");
-        assert!(matches!(
-            store.claim(b"k", Token::new(), LEASE),
-            Ok(Found::InFlight(Some(_)))
-        ));
+        assert!(matches!(claim(&store, b"k"), Ok(Found::InFlight(Some(_)))));
         assert!(store.commit(b"k", token, TTL));
-        assert_eq!(store.claim(b"k", Token::new(), LEASE), Ok(Found::Duplicate));
+        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
 
         tokio::time::advance(TTL - Duration::from_secs(1)).await;
-        assert_eq!(store.claim(b"k", Token::new(), LEASE), Ok(Found::Duplicate));
+        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
         tokio::time::advance(Duration::from_secs(2)).await;
         // The background purge has run on the paused clock: the id is gone, not just expired.
         tokio::task::yield_now().await;
@@ -224,7 +227,7 @@ mod tests {
         let fresh = claimed(&store, b"k");
         assert!(!store.commit(b"k", stale, TTL), "a stale token cannot commit");
         assert!(!store.release(b"k", stale), "a stale token cannot release");
-        assert!(matches!(store.claim(b"k", Token::new(), LEASE), Ok(Found::InFlight(_))));
+        assert!(matches!(claim(&store, b"k"), Ok(Found::InFlight(_))));
         assert!(store.commit(b"k", fresh, TTL));
     }
 
@@ -245,15 +248,8 @@ mod tests {
             store.len()
         );
         let newest = format!("id-{}", cap * 10 - 1);
-        assert_eq!(
-            store.claim(newest.as_bytes(), Token::new(), LEASE),
-            Ok(Found::Duplicate)
-        );
-        assert_eq!(
-            store.claim(b"id-0", Token::new(), LEASE),
-            Ok(Found::Claimed),
-            "the oldest was evicted"
-        );
+        assert_eq!(claim(&store, newest.as_bytes()), Ok(Found::Duplicate));
+        assert_eq!(claim(&store, b"id-0"), Ok(Found::Claimed), "the oldest was evicted");
     }
 
     #[tokio::test(start_paused = true)]
@@ -264,7 +260,7 @@ mod tests {
         let mut refused = 0;
         for i in 0..200 {
             let key = format!("busy-{i}");
-            match store.claim(key.as_bytes(), Token::new(), LEASE) {
+            match claim(&store, key.as_bytes()) {
                 Ok(Found::Claimed) => held.push(key),
                 Err(StoreError::Full) => refused += 1,
                 other => panic!("{other:?}"),
@@ -272,10 +268,7 @@ mod tests {
         }
         assert!(refused > 0);
         for key in &held {
-            assert!(matches!(
-                store.claim(key.as_bytes(), Token::new(), LEASE),
-                Ok(Found::InFlight(_))
-            ));
+            assert!(matches!(claim(&store, key.as_bytes()), Ok(Found::InFlight(_))));
         }
     }
 

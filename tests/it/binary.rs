@@ -235,3 +235,48 @@ async fn a_source_whose_secret_cannot_be_read_does_not_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn hookgate_redis_url_overrides_the_config_file() {
+    let redis = crate::common::redis::RedisServer::start();
+    let (config, public, admin) = default_config_on_free_ports();
+    // The file names a Redis where nothing listens; the environment names the real one.
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "store = \"memory\"",
+        "store = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"",
+    );
+    let path = temp_file(&format!("redis-env-{public}.toml"), &text);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("HOOKGATE_REDIS_URL", redis.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    wait_ready(admin, &mut child).await;
+    let body = br#"{"n":1}"#;
+    let headers = run_sign(
+        &[
+            "--scheme",
+            "github",
+            "--secret",
+            "demo-secret-change-me",
+            "--id",
+            "env-1",
+        ],
+        body,
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{public}/webhooks/demo");
+    Sender::default()
+        .post(&url, headers.clone(), body.to_vec())
+        .await
+        .assert(200, "forwarded");
+    Sender::default()
+        .post(&url, headers, body.to_vec())
+        .await
+        .assert(200, "duplicate");
+    assert_eq!(redis.cli(&["dbsize"]), "1");
+}

@@ -19,7 +19,9 @@ fn on_redis(mut config: Config, urls: RedisUrls) -> Config {
 }
 
 fn redis_config(downstream: &FakeDownstream, redis: &RedisServer) -> Config {
-    on_redis(test_config(&downstream.url("")), RedisUrls::One(redis.url()))
+    let mut config = on_redis(test_config(&downstream.url("")), RedisUrls::One(redis.url()));
+    config.dedup.redis_ca_file = redis.ca_file();
+    config
 }
 
 async fn deliver(gateway: &TestGateway, config: &Config, source: &str, id: &str) -> Reply {
@@ -174,12 +176,15 @@ async fn a_done_key_is_short_and_lives_for_the_ttl() {
     let keys = redis.keys_with_pttl();
     assert_eq!(keys.len(), 1);
     let (key, pttl) = &keys[0];
-    assert!(
-        key.starts_with("hg:dedup:stripe:") && key.len() == "hg:dedup:stripe:".len() + 16,
-        "{key}"
+    assert!(key.starts_with(b"hg:dedup:stripe:"), "{key:?}");
+    assert_eq!(
+        key.len(),
+        "hg:dedup:stripe:".len() + 12,
+        "a fixed-length hash, whatever the id's length"
     );
     assert!((3_590_000..=3_600_000).contains(pttl), "PTTL {pttl} ms, TTL 3600 s");
-    assert_eq!(redis.cli(&["get", key]), "1", "a done id holds the one-byte marker");
+    let value: Vec<u8> = redis.command("GET", &[key]);
+    assert_eq!(value, b"1", "a done id holds the one-byte marker");
     gateway.stop().await;
 }
 
@@ -208,7 +213,10 @@ async fn an_expired_lease_lets_a_new_claim_through_and_a_stale_token_can_do_noth
     // Let the lease run out now, as it would after a crash.
     let keys = redis.keys_with_pttl();
     assert!(keys[0].1 > 29_000, "the lease is dedup.lease: {keys:?}");
-    redis.cli(&["pexpire", &keys[0].0, "1"]);
+    let expire_now = || {
+        let _: i64 = redis.command("PEXPIRE", &[&keys[0].0, b"1"]);
+    };
+    expire_now();
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let ClaimResult::Claimed(fresh) = store.claim("src", &id("e1")).await.expect("claim") else {
@@ -220,7 +228,7 @@ async fn an_expired_lease_lets_a_new_claim_through_and_a_stale_token_can_do_noth
         Ok(ClaimResult::InFlight { .. })
     ));
     let ClaimResult::Claimed(stale_again) = ({
-        redis.cli(&["pexpire", &keys[0].0, "1"]);
+        expire_now();
         tokio::time::sleep(Duration::from_millis(20)).await;
         store.claim("src", &id("e1")).await.expect("claim")
     }) else {
@@ -395,5 +403,50 @@ async fn dedup_works_on_a_redis_cluster_across_slots() {
         per_node.iter().filter(|n| **n > 0).count() >= 2,
         "keys spread over slots on several nodes: {per_node:?}"
     );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn dedup_works_over_tls_with_a_password() {
+    let redis = RedisServer::start_tls_with_password("s3cret-pw");
+    let downstream = FakeDownstream::start().await;
+    let config = redis_config(&downstream, &redis);
+    assert!(config.dedup.redis_url.urls()[0].starts_with("rediss://"));
+    let gateway = TestGateway::start(config.clone()).await;
+    deliver(&gateway, &config, "github", "tls-1")
+        .await
+        .assert(200, "forwarded");
+    deliver(&gateway, &config, "github", "tls-1")
+        .await
+        .assert(200, "duplicate");
+    assert_eq!(redis.cli(&["dbsize"]), "1");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_is_a_store_error_not_a_delivery() {
+    let redis = RedisServer::start_tls_with_password("right");
+    let downstream = FakeDownstream::start().await;
+    let mut config = redis_config(&downstream, &redis);
+    config.dedup.redis_url = RedisUrls::One(redis.url().replace(":right@", ":wrong@"));
+    let gateway = TestGateway::start(config.clone()).await;
+    deliver(&gateway, &config, "github", "pw-1")
+        .await
+        .assert(503, "unavailable");
+    assert!(downstream.received().is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_certificate_from_an_unknown_ca_is_refused() {
+    let redis = RedisServer::start_tls_with_password("pw");
+    let downstream = FakeDownstream::start().await;
+    let mut config = redis_config(&downstream, &redis);
+    config.dedup.redis_ca_file = None;
+    let gateway = TestGateway::start(config.clone()).await;
+    deliver(&gateway, &config, "github", "mitm-1")
+        .await
+        .assert(503, "unavailable");
+    assert!(downstream.received().is_empty());
     gateway.stop().await;
 }

@@ -11,6 +11,8 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Set for a TLS server with a password: redis-cli needs them too.
+    secured: Option<String>,
 }
 
 /// A port that is free, and whose cluster-bus twin (port + 10000) is free too.
@@ -27,9 +29,10 @@ fn free_port() -> u16 {
     }
 }
 
-pub fn redis_cli(port: u16, args: &[&str]) -> String {
+fn redis_cli_with(port: u16, connection: &[String], args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(connection)
         .args(args)
         .output()
         .expect("redis-cli is installed (scripts/test installs it)");
@@ -50,18 +53,76 @@ impl RedisServer {
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            secured: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// TLS only (no plain port), with a password, and a certificate signed by a test CA.
+    pub fn start_tls_with_password(password: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("hookgate-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        make_certificates(&dir);
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let port_text = port.to_string();
+        let extra = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            &file("cert.pem"),
+            "--tls-key-file",
+            &file("key.pem"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+            extra,
+            secured: Some(password.to_owned()),
         };
         server.restart();
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.secured {
+            Some(password) => format!("rediss://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.secured.as_ref().map(|_| self.dir.join("ca.pem"))
+    }
+
+    fn cli_connection(&self) -> Vec<String> {
+        match &self.secured {
+            Some(password) => {
+                let cert = self.dir.join("ca.pem").to_string_lossy().into_owned();
+                let args = ["--tls", "--cacert", &cert, "-a", password, "--no-auth-warning"];
+                args.map(str::to_owned).to_vec()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Starts the server (again) on the same port, and waits until it answers PING.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        // Later arguments win, so a TLS server's `--port 0` overrides the plain port.
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -81,7 +142,7 @@ impl RedisServer {
             .expect("redis-server is installed (scripts/test installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis_cli(self.port, &["ping"]) != "PONG" {
+        while self.cli(&["ping"]) != "PONG" {
             assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -96,16 +157,91 @@ impl RedisServer {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
+        redis_cli_with(self.port, &self.cli_connection(), args)
     }
 
-    /// Every key, with its remaining time to live in milliseconds.
-    pub fn keys_with_pttl(&self) -> Vec<(String, i64)> {
-        self.cli(&["--scan"])
-            .lines()
-            .filter(|k| !k.is_empty())
-            .map(|k| (k.to_owned(), self.cli(&["pttl", k]).parse().expect("pttl")))
+    /// Every key (keys hold raw hash bytes), with its remaining time to live in milliseconds.
+    pub fn keys_with_pttl(&self) -> Vec<(Vec<u8>, i64)> {
+        let client = ::redis::Client::open(self.url()).expect("url");
+        let mut connection = client.get_connection().expect("connect");
+        let keys: Vec<Vec<u8>> = ::redis::cmd("KEYS").arg("*").query(&mut connection).expect("KEYS");
+        keys.into_iter()
+            .map(|key| {
+                let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut connection).expect("PTTL");
+                (key, pttl)
+            })
             .collect()
+    }
+
+    /// Runs one command on raw arguments through the redis crate.
+    pub fn command<T: ::redis::FromRedisValue>(&self, name: &str, args: &[&[u8]]) -> T {
+        let client = ::redis::Client::open(self.url()).expect("url");
+        let mut connection = client.get_connection().expect("connect");
+        let mut cmd = ::redis::cmd(name);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut connection).expect("command")
+    }
+}
+
+/// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it (`cert.pem`, `key.pem`), as a
+/// private CA would issue them: the server certificate is not itself a CA.
+fn make_certificates(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hookgate-test-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+        ],
+    ];
+    let tails: [&[&str]; 3] = [
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+        &["-out", "server.csr"],
+        &["-days", "1", "-extfile", "server.ext", "-out", "cert.pem"],
+    ];
+    for (step, tail) in steps.iter().zip(tails) {
+        let status = Command::new("openssl")
+            .args(*step)
+            .args(tail)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {step:?} failed");
     }
 }
 
