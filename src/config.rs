@@ -67,6 +67,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT before they are cut. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Requests processed at once; past it the gateway answers `503 unavailable` at once instead of
+    /// queueing without bound. Default 4096.
+    pub max_inflight: usize,
+    /// Open connections per client address; trusted proxies are exempt. Default 256.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -78,15 +83,40 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            max_inflight: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientIpConfig {
-    /// CIDRs whose `X-Forwarded-For` is believed. Default empty: the header is ignored.
+    /// CIDRs whose forwarding header is believed. Default empty: the header is ignored.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header a trusted proxy sets: `x-forwarded-for` (default), `x-real-ip` or `forwarded` (RFC 7239).
+    pub header: ClientIpHeader,
+    /// How old a shipped `@provider` IP list may be before a config that uses it is refused. Default `365d`.
+    #[serde(with = "humantime_serde")]
+    pub ip_ranges_max_age: Duration,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header: ClientIpHeader::XForwardedFor,
+            ip_ranges_max_age: Duration::from_secs(365 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    XForwardedFor,
+    XRealIp,
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +126,11 @@ pub struct RateLimitConfig {
     pub per_second: u32,
     /// Requests a client may send at once above the sustained rate. Default 200.
     pub burst: u32,
+    /// IPv6 clients are keyed by this prefix length, since one host may own a whole /64. Default 64.
+    pub ipv6_prefix: u8,
+    /// Most client IPs tracked per source; past it, new IPs share one overflow bucket. Stale IPs are
+    /// purged every 10 s. Default 100000.
+    pub max_tracked_keys: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -103,7 +138,44 @@ impl Default for RateLimitConfig {
         Self {
             per_second: 100,
             burst: 200,
+            ipv6_prefix: 64,
+            max_tracked_keys: 100_000,
         }
+    }
+}
+
+/// A source's own limits; unset keys take the global `[rate_limit]` values.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceRateLimit {
+    /// Per client IP, per second.
+    pub per_second: Option<u32>,
+    /// Per client IP, burst.
+    pub burst: Option<u32>,
+    /// All client IPs of this source together, per second. Default: no total limit.
+    pub total_per_second: Option<u32>,
+    /// All client IPs together, burst. Default: `total_per_second`.
+    pub total_burst: Option<u32>,
+}
+
+/// An `allow_ips` entry: a CIDR, a single address, or `@provider` for a shipped list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum AllowIp {
+    Net(IpNet),
+    List(String),
+}
+
+impl TryFrom<String> for AllowIp {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Some(name) = s.strip_prefix('@') {
+            return Ok(AllowIp::List(name.to_owned()));
+        }
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(AllowIp::Net)
+            .map_err(|_| format!("`{s}` is neither a CIDR, an IP address nor an `@provider` list"))
     }
 }
 
@@ -258,9 +330,13 @@ pub struct SourceConfig {
     /// Largest accepted clock difference for timestamped schemes. Default `5m`, no cap.
     #[serde(default = "default_tolerance", with = "humantime_serde")]
     pub tolerance: Duration,
-    /// CIDRs allowed to send; empty allows any address.
+    /// Addresses allowed to send: CIDRs, single addresses, or `@stripe`-style shipped lists (see
+    /// `config/ip-ranges/`). Empty allows any address.
     #[serde(default)]
-    pub allow_ips: Vec<IpNet>,
+    pub allow_ips: Vec<AllowIp>,
+    /// This source's own rate limits.
+    #[serde(default)]
+    pub rate_limit: SourceRateLimit,
     /// Where the event id is: `header:NAME` or `json:/pointer`. Default: the scheme's own.
     #[serde(default)]
     pub event_id: Option<EventIdSpec>,
@@ -504,8 +580,21 @@ impl Config {
         if server.max_body_bytes == 0 {
             return Err(("server.max_body_bytes".into(), "must be at least 1".into()));
         }
-        if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
-            return Err(("rate_limit".into(), "per_second and burst must be at least 1".into()));
+        let limits = &self.rate_limit;
+        if limits.per_second == 0 || limits.burst == 0 || limits.max_tracked_keys == 0 {
+            return Err((
+                "rate_limit".into(),
+                "per_second, burst and max_tracked_keys must be at least 1".into(),
+            ));
+        }
+        if !(1..=128).contains(&limits.ipv6_prefix) {
+            return Err(("rate_limit.ipv6_prefix".into(), "must be between 1 and 128".into()));
+        }
+        if server.max_inflight == 0 || server.max_connections_per_ip == 0 {
+            return Err((
+                "server".into(),
+                "max_inflight and max_connections_per_ip must be at least 1".into(),
+            ));
         }
         let dedup = &self.dedup;
         if dedup.lease.is_zero() || dedup.ttl.is_zero() || dedup.timeout.is_zero() {
@@ -529,6 +618,13 @@ impl Config {
         for (i, source) in self.sources.iter().enumerate() {
             let key = |field: &str| format!("source[{i}] ({:?}).{field}", source.name);
             source.validate().map_err(|(field, msg)| (key(field), msg))?;
+            for entry in &source.allow_ips {
+                if let AllowIp::List(name) = entry {
+                    let max_age = self.client_ip.ip_ranges_max_age;
+                    crate::ingress::ip_ranges::resolve(name, max_age, std::time::SystemTime::now())
+                        .map_err(|msg| (key("allow_ips"), msg))?;
+                }
+            }
             if let ForwardConfig::Http { timeout, .. } = &source.forward
                 && *timeout >= self.dedup.lease
             {
@@ -589,6 +685,20 @@ impl SourceConfig {
                 return Err(("hmac", "[source.hmac] applies only to scheme = \"hmac\"".into()));
             }
             (_, None) => {}
+        }
+        let limits = &self.rate_limit;
+        let zero = [
+            limits.per_second,
+            limits.burst,
+            limits.total_per_second,
+            limits.total_burst,
+        ]
+        .contains(&Some(0));
+        if zero {
+            return Err(("rate_limit", "limits must be at least 1".into()));
+        }
+        if limits.total_burst.is_some() && limits.total_per_second.is_none() {
+            return Err(("rate_limit.total_burst", "needs rate_limit.total_per_second".into()));
         }
         if let ForwardConfig::Http { url, timeout } = &self.forward {
             crate::forward::http::parse_url(url).map_err(|msg| ("forward.url", msg))?;
@@ -701,6 +811,36 @@ mod tests {
         let text = format!("[dedup]\nstore = \"redis\"\nredis_url = {list}\n{MINIMAL}");
         let cluster = parse_str(&text).expect("cluster");
         assert_eq!(cluster.dedup.redis_url.urls(), vec!["redis://a:1", "redis://b:2"]);
+    }
+
+    #[test]
+    fn an_unknown_or_stale_ip_list_reference_is_a_config_error() {
+        let text = MINIMAL.replace("forward =", "allow_ips = [\"@nope\"]\n        forward =");
+        let err = parse_str(&text).expect_err("unknown list").to_string();
+        assert!(
+            err.contains("source[0] (\"gh\").allow_ips") && err.contains("@nope"),
+            "{err}"
+        );
+
+        let text = MINIMAL.replace(
+            "forward =",
+            "allow_ips = [\"@stripe\", \"10.0.0.1\"]\n        forward =",
+        );
+        parse_str(&text).expect("a fresh list and a single address");
+        let stale = format!("[client_ip]\nip_ranges_max_age = \"1s\"\n{text}");
+        let err = parse_str(&stale).expect_err("stale list").to_string();
+        assert!(err.contains("last checked") && err.contains("stripe.com"), "{err}");
+    }
+
+    #[test]
+    fn allow_ips_entries_must_be_addresses_cidrs_or_lists() {
+        let text = MINIMAL.replace("forward =", "allow_ips = [\"10.0.0.0/33\"]\n        forward =");
+        assert!(
+            parse_str(&text)
+                .expect_err("bad cidr")
+                .to_string()
+                .contains("10.0.0.0/33")
+        );
     }
 
     #[test]

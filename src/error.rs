@@ -115,7 +115,11 @@ pub enum Rejection {
     #[error("client IP is not in the source's allowlist")]
     IpDenied,
     #[error("rate limit exceeded, retry in {retry_after:?}")]
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        retry_after: Duration,
+        /// The source's total for all clients, rather than this client's own limit.
+        total: bool,
+    },
     #[error("body is longer than {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("the body was not received within {0:?}")]
@@ -176,6 +180,7 @@ impl Rejection {
             Rejection::BodyRead(_) => "bad_request:body_read",
             Rejection::Forward(e) => e.reason(),
             Rejection::Unavailable { reason, .. } => reason,
+            Rejection::RateLimited { total: true, .. } => "rate_limited:total",
             other => other.outcome().as_str(),
         }
     }
@@ -183,7 +188,7 @@ impl Rejection {
     /// `Retry-After` for the refusals a sender should retry later.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Rejection::RateLimited { retry_after }
+            Rejection::RateLimited { retry_after, .. }
             | Rejection::InFlight { retry_after }
             | Rejection::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,

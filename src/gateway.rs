@@ -3,15 +3,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, SystemTime};
 
-use crate::config::{Config, ConfigError, ForwardConfig, SourceConfig};
+use crate::config::{AllowIp, Config, ConfigError, ForwardConfig, SourceConfig};
 use crate::dedup::DedupStore;
 use crate::forward::Handler;
 use crate::forward::http::{HttpClient, HttpHandler};
 use crate::forward::stdout::StdoutHandler;
 use crate::ingress::allowlist::Allowlist;
 use crate::ingress::client_ip::Resolver;
+use crate::ingress::ip_ranges;
+use crate::ingress::rate_limit::{self, Limiter};
 use crate::ingress::route::Routes;
 use crate::verify::Verifier;
 use crate::verify::event_id::Locator;
@@ -24,7 +27,17 @@ pub struct Source {
     pub verifier: Verifier,
     pub event_id: Locator,
     pub allowlist: Allowlist,
+    pub limiter: Arc<Limiter>,
     pub handler: Handler,
+}
+
+/// What outlives one config: a reload builds a new [`Gateway`] around the same shared parts.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub client: HttpClient,
+    pub dedup: Arc<DedupStore>,
+    /// Requests in flight, for load shedding.
+    pub inflight: Arc<AtomicUsize>,
 }
 
 /// Limits on reading a request body.
@@ -41,42 +54,56 @@ pub struct Gateway {
     pub client_ip: Resolver,
     pub body: BodyLimits,
     pub dedup: Arc<DedupStore>,
+    pub inflight: Arc<AtomicUsize>,
+    pub max_inflight: usize,
 }
 
 impl Gateway {
     /// Builds the runtime form of `config` around a dedup store that outlives it (a reload keeps the
     /// store). `path` only names the file in errors.
-    pub fn build(
-        config: &Config,
-        client: &HttpClient,
-        dedup: Arc<DedupStore>,
-        path: &Path,
-    ) -> Result<Gateway, ConfigError> {
+    pub fn build(config: &Config, shared: &Shared, path: &Path) -> Result<Gateway, ConfigError> {
         let sources = config
             .sources
             .iter()
             .enumerate()
             .map(|(i, source)| {
-                build_source(source, client).map_err(|(field, message)| ConfigError::Invalid {
+                build_source(config, source, &shared.client).map_err(|(field, message)| ConfigError::Invalid {
                     path: path.to_owned(),
                     key: format!("source[{i}] ({:?}).{field}", source.name),
                     message,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        rate_limit::spawn_purge(sources.iter().map(|s| Arc::downgrade(&s.limiter)).collect());
         Ok(Gateway {
             routes: Arc::new(Routes::new(sources)),
-            client_ip: Resolver::new(config.client_ip.trusted_proxies.clone()),
+            client_ip: Resolver::new(config.client_ip.trusted_proxies.clone(), config.client_ip.header),
             body: BodyLimits {
                 max_bytes: config.server.max_body_bytes,
                 read_timeout: config.server.body_read_timeout,
             },
-            dedup,
+            dedup: shared.dedup.clone(),
+            inflight: shared.inflight.clone(),
+            max_inflight: config.server.max_inflight,
         })
     }
 }
 
-fn build_source(config: &SourceConfig, client: &HttpClient) -> Result<Arc<Source>, (&'static str, String)> {
+fn build_source(
+    global: &Config,
+    config: &SourceConfig,
+    client: &HttpClient,
+) -> Result<Arc<Source>, (&'static str, String)> {
+    let mut allowed = Vec::new();
+    for entry in &config.allow_ips {
+        match entry {
+            AllowIp::Net(net) => allowed.push(*net),
+            AllowIp::List(name) => allowed.extend(
+                ip_ranges::resolve(name, global.client_ip.ip_ranges_max_age, SystemTime::now())
+                    .map_err(|e| ("allow_ips", e))?,
+            ),
+        }
+    }
     let secrets = config
         .secrets
         .iter()
@@ -99,7 +126,8 @@ fn build_source(config: &SourceConfig, client: &HttpClient) -> Result<Arc<Source
         path: config.path.clone(),
         verifier,
         event_id,
-        allowlist: Allowlist::new(config.allow_ips.clone()),
+        allowlist: Allowlist::new(allowed),
+        limiter: Arc::new(Limiter::new(&global.rate_limit, &config.rate_limit)),
         handler,
     }))
 }

@@ -153,10 +153,13 @@ fn check_config(path: &Path) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let client = hookgate::forward::http::client();
         // The store is set up but not contacted: a config check must not need Redis.
-        let dedup = hookgate::dedup::DedupStore::new(&config.dedup)?;
-        hookgate::gateway::Gateway::build(&config, &client, dedup, path).map_err(|e| e.to_string())
+        let shared = hookgate::gateway::Shared {
+            client: hookgate::forward::http::client(),
+            dedup: hookgate::dedup::DedupStore::new(&config.dedup)?,
+            inflight: Default::default(),
+        };
+        hookgate::gateway::Gateway::build(&config, &shared, path).map_err(|e| e.to_string())
     })?;
     let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
     println!(

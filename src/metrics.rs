@@ -16,6 +16,7 @@ pub const FORWARD_DURATION: &str = "hookgate_forward_duration_seconds";
 pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
 pub const BUILD_INFO: &str = "hookgate_build_info";
 pub const DEDUP_TOTAL: &str = "hookgate_dedup_total";
+pub const RATELIMIT_TRACKED_KEYS: &str = "hookgate_ratelimit_tracked_keys";
 pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
@@ -61,6 +62,10 @@ fn describe() {
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request head to answer.");
     describe_histogram!(FORWARD_DURATION, Unit::Seconds, "Time spent in the downstream handler.");
     describe_gauge!(INFLIGHT_REQUESTS, "Requests being processed now.");
+    describe_gauge!(
+        RATELIMIT_TRACKED_KEYS,
+        "Client IPs the rate limiters track now, all sources together."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -97,4 +102,8 @@ pub fn store_call(op: &'static str, elapsed: Duration) {
 
 pub fn store_error(op: &'static str) {
     counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
+}
+
+pub fn ratelimit_tracked_keys(tracked: usize) {
+    gauge!(RATELIMIT_TRACKED_KEYS).set(tracked as f64);
 }

@@ -2,10 +2,12 @@
 //! listeners, and on shutdown stops accepting, drains in-flight requests within the grace period, and
 //! cuts what is left.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,6 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,7 +26,7 @@ use tower::ServiceExt;
 use crate::admin::{Admin, Health};
 use crate::config::{Config, ConfigError};
 use crate::dedup::DedupStore;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Shared};
 use crate::ingress::client_ip::PeerAddr;
 use crate::stack::{self, GatewayService};
 
@@ -48,13 +51,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ConfigError> {
-    let client = crate::forward::http::client();
     let dedup = DedupStore::new(&config.dedup).map_err(|message| ConfigError::Invalid {
         path: config_path.to_owned(),
         key: "dedup".to_owned(),
         message,
     })?;
-    let gateway = Gateway::build(&config, &client, dedup.clone(), config_path)?;
+    let shared = Shared {
+        client: crate::forward::http::client(),
+        dedup: dedup.clone(),
+        inflight: Arc::new(AtomicUsize::new(0)),
+    };
+    let gateway = Gateway::build(&config, &shared, config_path)?;
     let stack = Arc::new(ArcSwap::from_pointee(stack::build(&gateway)));
     let health = Arc::new(Health::default());
     let admin = Admin {
@@ -68,9 +75,13 @@ pub async fn run(
         header_read: config.server.header_read_timeout,
         grace: config.server.shutdown_grace,
     };
+    let connections = Arc::new(ConnectionLimit::new(
+        config.server.max_connections_per_ip,
+        config.client_ip.trusted_proxies.clone(),
+    ));
     // The admin port keeps answering while the public one drains, so that /readyz can report it.
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin));
-    let public_task = tokio::spawn(serve_public(listeners.public, stack, timeouts, stop_rx));
+    let public_task = tokio::spawn(serve_public(listeners.public, stack, connections, timeouts, stop_rx));
     health.set_ready();
     tracing::info!(
         listen = %config.server.listen,
@@ -102,6 +113,7 @@ struct Timeouts {
 async fn serve_public(
     listener: TcpListener,
     stack: Arc<ArcSwap<GatewayService>>,
+    limit: Arc<ConnectionLimit>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -124,6 +136,10 @@ async fn serve_public(
                         continue;
                     }
                 };
+                let Some(slot) = limit.acquire(peer.ip()) else {
+                    tracing::debug!(%peer, "too many connections from this address; closed");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let connection = builder.serve_connection(TokioIo::new(stream), public_service(stack.clone(), peer));
                 let connection = graceful.watch(connection);
@@ -131,6 +147,7 @@ async fn serve_public(
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
+                    drop(slot);
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -143,6 +160,62 @@ async fn serve_public(
         () = tokio::time::sleep(timeouts.grace) => {
             tracing::warn!(open = connections.len(), "grace period over; cutting the remaining connections");
             connections.abort_all();
+        }
+    }
+}
+
+/// Open connections per client address. Trusted proxies are exempt: every client comes through them.
+struct ConnectionLimit {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+    exempt: Vec<IpNet>,
+}
+
+/// One open connection, counted until it is dropped.
+struct ConnectionSlot {
+    limit: Arc<ConnectionLimit>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnectionLimit {
+    fn new(max: usize, exempt: Vec<IpNet>) -> Self {
+        ConnectionLimit {
+            open: Mutex::default(),
+            max,
+            exempt,
+        }
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let ip = ip.to_canonical();
+        if self.exempt.iter().any(|net| net.contains(&ip)) {
+            return Some(ConnectionSlot {
+                limit: self.clone(),
+                ip: None,
+            });
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            limit: self.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut open = self.limit.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&ip);
+            }
         }
     }
 }

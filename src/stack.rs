@@ -6,12 +6,15 @@ use tower::ServiceBuilder;
 use crate::gateway::Gateway;
 use crate::ingress::allowlist::{AllowlistLayer, AllowlistService};
 use crate::ingress::client_ip::{ClientIpLayer, ClientIpService};
+use crate::ingress::rate_limit::{RateLimitLayer, RateLimitService};
 use crate::ingress::route::{RouteLayer, RouteService};
+use crate::ingress::shed::{ShedLayer, ShedService};
 use crate::pipeline::Pipeline;
 use crate::respond::{RespondLayer, RespondService};
 
 /// The assembled stack, named so that it can be stored and swapped whole.
-pub type GatewayService = RespondService<ClientIpService<RouteService<AllowlistService<Pipeline>>>>;
+pub type GatewayService =
+    RespondService<ClientIpService<RouteService<ShedService<AllowlistService<RateLimitService<Pipeline>>>>>>;
 
 pub fn build(gateway: &Gateway) -> GatewayService {
     ServiceBuilder::new()
@@ -19,10 +22,15 @@ pub fn build(gateway: &Gateway) -> GatewayService {
         .layer(RespondLayer)
         // The client IP is needed by the allowlist and, later, the rate limiter.
         .layer(ClientIpLayer::new(gateway.client_ip.clone()))
-        // The source decides which allowlist and limits apply; 404/405 cost one map lookup.
+        // The source decides which allowlist and limits apply; 404/405 cost one map lookup. Routing first
+        // also labels every later refusal with its source.
         .layer(RouteLayer::new(gateway.routes.clone()))
-        // Before the body is read: a refused client costs no memory and no HMAC.
+        // Past the in-flight cap, answer 503 at once rather than queue without bound.
+        .layer(ShedLayer::new(gateway.inflight.clone(), gateway.max_inflight))
+        // Before the body is read: a refused client costs no memory and no HMAC. The allowlist comes
+        // before the rate limit, so that denied addresses cannot use up the allowed ones' quota.
         .layer(AllowlistLayer)
+        .layer(RateLimitLayer)
         // Body limit, verification (before any store lookup), event id, dedup claim, forwarding,
         // commit or release.
         .service(Pipeline::new(gateway.body, gateway.dedup.clone()))

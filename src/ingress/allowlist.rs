@@ -15,16 +15,64 @@ use super::client_ip::ClientIp;
 use crate::error::{Accepted, Rejection};
 use crate::gateway::Source;
 
-#[derive(Debug, Clone, Default)]
-pub struct Allowlist(Vec<IpNet>);
+/// The allowed addresses as sorted, merged, inclusive ranges per family, so that a lookup is a binary
+/// search however many CIDRs are listed (provider lists run to hundreds).
+#[derive(Debug, Clone)]
+pub struct Allowlist {
+    any: bool,
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+/// Sorts and merges overlapping or adjacent ranges.
+fn merged<T: Ord + Copy>(mut ranges: Vec<(T, T)>, next: impl Fn(T) -> Option<T>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if next(last.1).is_none_or(|after| start <= after) => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+impl Default for Allowlist {
+    /// Empty: any address is allowed.
+    fn default() -> Self {
+        Allowlist::new(Vec::new())
+    }
+}
+
+fn find<T: Ord + Copy>(ranges: &[(T, T)], value: T) -> bool {
+    // The last range starting at or before `value` is the only one that can hold it.
+    let after = ranges.partition_point(|(start, _)| *start <= value);
+    after > 0 && value <= ranges[after - 1].1
+}
 
 impl Allowlist {
     pub fn new(nets: Vec<IpNet>) -> Self {
-        Allowlist(nets)
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for net in &nets {
+            match net {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        Allowlist {
+            any: nets.is_empty(),
+            v4: merged(v4, |x| x.checked_add(1)),
+            v6: merged(v6, |x| x.checked_add(1)),
+        }
     }
 
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.0.is_empty() || self.0.iter().any(|net| net.contains(&ip))
+        self.any
+            || match ip.to_canonical() {
+                IpAddr::V4(v4) => find(&self.v4, u32::from(v4)),
+                IpAddr::V6(v6) => find(&self.v6, u128::from(v6)),
+            }
     }
 }
 
@@ -86,5 +134,40 @@ mod tests {
         assert!(list.allows("2001:db8:1::5".parse().expect("ip")));
         assert!(!list.allows("11.0.0.1".parse().expect("ip")));
         assert!(!list.allows("2001:db9::1".parse().expect("ip")));
+        assert!(list.allows("::ffff:10.1.2.3".parse().expect("mapped")));
+    }
+
+    #[test]
+    fn edges_of_ranges_and_full_ranges() {
+        let list = Allowlist::new(vec![
+            "10.0.0.0/24".parse().expect("net"),
+            "10.0.1.0/24".parse().expect("net"),
+        ]);
+        assert!(list.allows("10.0.0.0".parse().expect("ip")));
+        assert!(list.allows("10.0.1.255".parse().expect("ip")));
+        assert!(!list.allows("10.0.2.0".parse().expect("ip")));
+        assert!(!list.allows("9.255.255.255".parse().expect("ip")));
+        let all = Allowlist::new(vec!["0.0.0.0/0".parse().expect("net"), "::/0".parse().expect("net")]);
+        assert!(all.allows("255.255.255.255".parse().expect("ip")));
+        assert!(all.allows("ffff::1".parse().expect("ip")));
+    }
+
+    proptest::proptest! {
+        /// The binary search agrees with checking every CIDR in turn.
+        #[test]
+        fn agrees_with_a_linear_scan(
+            nets in proptest::collection::vec((proptest::prelude::any::<u32>(), 8u8..=32), 1..40),
+            probes in proptest::collection::vec(proptest::prelude::any::<u32>(), 50),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(addr, len)| IpNet::V4(ipnet::Ipv4Net::new(addr.into(), len).expect("len").trunc()))
+                .collect();
+            let list = Allowlist::new(nets.clone());
+            for probe in probes.into_iter().chain(nets.iter().map(|n| match n { IpNet::V4(n) => u32::from(n.network()), IpNet::V6(_) => 0 })) {
+                let ip = IpAddr::from(std::net::Ipv4Addr::from(probe));
+                proptest::prop_assert_eq!(list.allows(ip), nets.iter().any(|n| n.contains(&ip)), "{}", ip);
+            }
+        }
     }
 }

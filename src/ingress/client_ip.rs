@@ -1,14 +1,16 @@
 //! Step 1, the client IP. Never rejects. The TCP peer is the client unless it is a trusted proxy; only
-//! then is `X-Forwarded-For` read, right to left, skipping trusted hops. The first untrusted address is
-//! the client. A malformed header falls back to the peer: anyone can send one.
+//! then is the forwarding header read: `X-Forwarded-For` (the default) or RFC 7239 `Forwarded`, right to
+//! left, skipping trusted hops, the first untrusted address being the client; or `X-Real-IP`, a single
+//! address set by the proxy. A malformed header falls back to the peer: anyone can send one.
 
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, Request, header};
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
+use crate::config::ClientIpHeader;
 use crate::forward::FORWARDED_FOR;
 
 /// The TCP peer, put in the request extensions by the server.
@@ -19,14 +21,26 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Resolver {
     trusted_proxies: Vec<IpNet>,
+    header: ClientIpHeader,
 }
 
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::new(Vec::new(), ClientIpHeader::XForwardedFor)
+    }
+}
+
+const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 impl Resolver {
-    pub fn new(trusted_proxies: Vec<IpNet>) -> Self {
-        Resolver { trusted_proxies }
+    pub fn new(trusted_proxies: Vec<IpNet>, header: ClientIpHeader) -> Self {
+        Resolver {
+            trusted_proxies,
+            header,
+        }
     }
 
     fn trusted(&self, ip: IpAddr) -> bool {
@@ -38,15 +52,33 @@ impl Resolver {
         if !self.trusted(peer) {
             return peer;
         }
-        // Header lines are concatenated in order, so the rightmost entry is the nearest hop.
-        let mut entries = headers
-            .get_all(FORWARDED_FOR)
-            .iter()
-            .rev()
-            .flat_map(|v| v.to_str().unwrap_or("\u{0}").rsplit(','));
+        // Header lines are concatenated in order, so the rightmost entry is the nearest hop. An entry that
+        // is not an address (or a line that is not text) is `None`: the whole header is then ignored.
+        let lines = |name| headers.get_all(name).iter().map(|v| v.to_str().ok());
+        let hops: Vec<Option<IpAddr>> = match self.header {
+            ClientIpHeader::XRealIp => {
+                let mut values = lines(REAL_IP);
+                return match (values.next(), values.next()) {
+                    (Some(Some(value)), None) => parse_entry(value.trim()).map_or(peer, |ip| ip.to_canonical()),
+                    _ => peer,
+                };
+            }
+            ClientIpHeader::XForwardedFor => lines(FORWARDED_FOR)
+                .flat_map(|line| match line {
+                    Some(line) => line.split(',').map(|e| parse_entry(e.trim())).collect(),
+                    None => vec![None],
+                })
+                .collect(),
+            ClientIpHeader::Forwarded => lines(header::FORWARDED)
+                .flat_map(|line| match line {
+                    Some(line) => line.split(',').map(forwarded_for).collect(),
+                    None => vec![None],
+                })
+                .collect(),
+        };
         let mut client = peer;
-        for entry in &mut entries {
-            let Some(ip) = parse_entry(entry.trim()) else {
+        for hop in hops.into_iter().rev() {
+            let Some(ip) = hop else {
                 return peer;
             };
             client = ip.to_canonical();
@@ -59,12 +91,23 @@ impl Resolver {
     }
 }
 
-/// An `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:80`, `[::1]:80`).
+/// An address, optionally with a port or in brackets: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`.
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     entry
         .parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
+/// The `for=` address of one RFC 7239 element, such as `for="[2001:db8::17]:4711";proto=https`.
+/// Obfuscated (`_hidden`) and `unknown` nodes are not addresses.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("for")
+            .then(|| parse_entry(value.trim().trim_matches('"')))?
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -123,13 +166,64 @@ mod tests {
 
     use super::*;
 
-    fn resolve(trusted: &[&str], peer: &str, xff: &[&str]) -> String {
-        let resolver = Resolver::new(trusted.iter().map(|n| n.parse().expect("cidr")).collect());
+    fn resolve_with(kind: ClientIpHeader, name: HeaderName, trusted: &[&str], peer: &str, values: &[&str]) -> String {
+        let resolver = Resolver::new(trusted.iter().map(|n| n.parse().expect("cidr")).collect(), kind);
         let mut headers = HeaderMap::new();
-        for v in xff {
-            headers.append(FORWARDED_FOR, HeaderValue::from_str(v).expect("value"));
+        for v in values {
+            headers.append(name.clone(), HeaderValue::from_str(v).expect("value"));
         }
         resolver.resolve(peer.parse().expect("ip"), &headers).to_string()
+    }
+
+    fn resolve(trusted: &[&str], peer: &str, xff: &[&str]) -> String {
+        resolve_with(ClientIpHeader::XForwardedFor, FORWARDED_FOR, trusted, peer, xff)
+    }
+
+    #[test]
+    fn forwarded_header_is_walked_like_x_forwarded_for() {
+        let fwd = |peer: &str, values: &[&str]| {
+            resolve_with(
+                ClientIpHeader::Forwarded,
+                header::FORWARDED,
+                &["10.0.0.0/8"],
+                peer,
+                values,
+            )
+        };
+        assert_eq!(fwd("10.0.0.1", &["for=198.51.100.7;proto=https"]), "198.51.100.7");
+        assert_eq!(
+            fwd("10.0.0.1", &[r#"for="[2001:db8:cafe::17]:4711", for=10.2.2.2"#]),
+            "2001:db8:cafe::17"
+        );
+        assert_eq!(
+            fwd("10.0.0.1", &["For=192.0.2.43, for=10.9.9.9;by=10.0.0.1"]),
+            "192.0.2.43"
+        );
+        assert_eq!(fwd("10.0.0.1", &["for=_hidden"]), "10.0.0.1", "obfuscated: the peer");
+        assert_eq!(fwd("10.0.0.1", &["proto=https"]), "10.0.0.1", "no for=: the peer");
+        assert_eq!(
+            fwd("203.0.113.9", &["for=198.51.100.7"]),
+            "203.0.113.9",
+            "untrusted peer"
+        );
+    }
+
+    #[test]
+    fn x_real_ip_is_one_address_from_a_trusted_proxy() {
+        let real =
+            |peer: &str, values: &[&str]| resolve_with(ClientIpHeader::XRealIp, REAL_IP, &["10.0.0.0/8"], peer, values);
+        assert_eq!(real("10.0.0.1", &["198.51.100.7"]), "198.51.100.7");
+        assert_eq!(real("203.0.113.9", &["198.51.100.7"]), "203.0.113.9", "untrusted peer");
+        assert_eq!(
+            real("10.0.0.1", &["1.2.3.4, 5.6.7.8"]),
+            "10.0.0.1",
+            "a list is malformed"
+        );
+        assert_eq!(
+            real("10.0.0.1", &["1.2.3.4", "5.6.7.8"]),
+            "10.0.0.1",
+            "two headers are malformed"
+        );
     }
 
     #[test]
@@ -172,6 +266,7 @@ mod tests {
 
     #[test]
     fn ipv6_ports_and_mapped_addresses() {
+        assert_eq!(resolve(&["::1/128"], "::1", &["[2001:db8::2]"]), "2001:db8::2");
         assert_eq!(resolve(&[], "::ffff:203.0.113.9", &[]), "203.0.113.9");
         assert_eq!(resolve(&["::1/128"], "::1", &["[2001:db8::1]:443"]), "2001:db8::1");
         assert_eq!(
@@ -182,5 +277,20 @@ mod tests {
             resolve(&["10.0.0.0/8"], "10.0.0.1", &["198.51.100.7:8443"]),
             "198.51.100.7"
         );
+    }
+
+    proptest::proptest! {
+        /// Arbitrary header text never panics, and the answer is always the peer or an address in the header.
+        #[test]
+        fn arbitrary_headers_never_panic(value in "[ -~]{0,80}") {
+            for (kind, name) in [
+                (ClientIpHeader::XForwardedFor, FORWARDED_FOR),
+                (ClientIpHeader::Forwarded, header::FORWARDED),
+                (ClientIpHeader::XRealIp, REAL_IP),
+            ] {
+                let got = resolve_with(kind, name, &["10.0.0.0/8"], "10.0.0.1", &[value.as_str()]);
+                proptest::prop_assert!(got == "10.0.0.1" || value.contains(got.as_str()) || got.parse::<IpAddr>().is_ok());
+            }
+        }
     }
 }

@@ -8,7 +8,10 @@ use tokio::process::Command;
 fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read config dir") {
         let path = entry.expect("entry").path();
-        if path.is_dir() {
+        if path.ends_with("ip-ranges") {
+            // Provider IP lists, not configs: `ingress::ip_ranges` tests them.
+            continue;
+        } else if path.is_dir() {
             toml_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "toml") {
             out.push(path);

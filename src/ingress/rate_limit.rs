@@ -1,0 +1,356 @@
+//! Step 4, rate limits, before the body is read: a GCRA limiter (governor) per client IP, with the global
+//! quota or the source's own, and optionally a total for all of a source's clients together. IPv6 clients
+//! are keyed by their /64 (configurable), since one host may own the whole prefix. A refusal is `429
+//! rate_limited` with `Retry-After` from the limiter.
+//!
+//! Memory stays bounded: IPs whose bucket is full again are purged every 10 s, and past
+//! `max_tracked_keys` new IPs share one overflow bucket instead of growing the map.
+
+use std::future::{Ready, ready};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::Either;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::{Quota, RateLimiter};
+use http::Request;
+use tower::{Layer, Service};
+
+use super::client_ip::ClientIp;
+use crate::config::{RateLimitConfig, SourceRateLimit};
+use crate::error::{Accepted, Rejection};
+use crate::gateway::Source;
+
+const PURGE_EVERY: Duration = Duration::from_secs(10);
+
+/// A client's bucket key: an IPv4 address in its IPv4-mapped IPv6 form, or an IPv6 address cut to the
+/// configured prefix.
+type Key = u128;
+
+fn key(ip: IpAddr, ipv6_prefix: u8) -> Key {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let shift = 128 - u32::from(ipv6_prefix.clamp(1, 128));
+            bits.checked_shr(shift).and_then(|b| b.checked_shl(shift)).unwrap_or(0)
+        }
+    }
+}
+
+/// governor's DashMap store with a cap: past it, keys not yet tracked share one overflow state.
+#[derive(Debug)]
+pub struct BoundedStore {
+    map: DashMapStateStore<Key>,
+    overflow: InMemoryState,
+    cap: usize,
+    /// Approximate size, so that the hot path does not count every shard; corrected at each purge.
+    tracked: AtomicUsize,
+}
+
+impl BoundedStore {
+    fn new(cap: usize) -> Self {
+        BoundedStore {
+            map: DashMapStateStore::default(),
+            overflow: InMemoryState::default(),
+            cap,
+            tracked: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl StateStore for BoundedStore {
+    type Key = Key;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if !self.map.contains_key(key) {
+            if self.tracked.load(Ordering::Relaxed) >= self.cap {
+                return self.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+            }
+            self.tracked.fetch_add(1, Ordering::Relaxed);
+        }
+        self.map.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Key> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.map.retain_recent(drop_below);
+        self.tracked.store(self.map.len(), Ordering::Relaxed);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+type PerIp<C> = RateLimiter<Key, BoundedStore, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Total<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// One source's limits.
+pub struct Limiter<C: Clock = DefaultClock> {
+    per_ip: PerIp<C>,
+    total: Option<Total<C>>,
+    ipv6_prefix: u8,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for Limiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("tracked", &self.per_ip.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(nonzero(per_second)).allow_burst(nonzero(burst))
+}
+
+impl Limiter<DefaultClock> {
+    pub fn new(global: &RateLimitConfig, source: &SourceRateLimit) -> Self {
+        Self::with_clock(global, source, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limiter<C> {
+    pub fn with_clock(global: &RateLimitConfig, source: &SourceRateLimit, clock: C) -> Self {
+        let per_ip = quota(
+            source.per_second.unwrap_or(global.per_second),
+            source.burst.unwrap_or(global.burst),
+        );
+        let total = source.total_per_second.map(|rate| {
+            let total = quota(rate, source.total_burst.unwrap_or(rate));
+            RateLimiter::new(total, InMemoryState::default(), clock.clone())
+        });
+        Limiter {
+            per_ip: RateLimiter::new(per_ip, BoundedStore::new(global.max_tracked_keys), clock.clone()),
+            total,
+            ipv6_prefix: global.ipv6_prefix,
+            clock,
+        }
+    }
+
+    /// Takes one request from the client's bucket and the source's total; `Err` is how long to wait.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Refused> {
+        let wait = |not_until: governor::NotUntil<C::Instant>| not_until.wait_time_from(self.clock.now());
+        self.per_ip
+            .check_key(&key(ip, self.ipv6_prefix))
+            .map_err(|n| Refused::PerIp(wait(n)))?;
+        if let Some(total) = &self.total {
+            total.check().map_err(|n| Refused::Total(wait(n)))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the IPs whose bucket is full again; returns how many remain tracked.
+    pub fn purge(&self) -> usize {
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+        self.per_ip.len()
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.per_ip.len()
+    }
+}
+
+/// Which limit refused, and how long until the next request would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    PerIp(Duration),
+    Total(Duration),
+}
+
+impl From<Refused> for Rejection {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::PerIp(retry_after) => Rejection::RateLimited {
+                retry_after,
+                total: false,
+            },
+            Refused::Total(retry_after) => Rejection::RateLimited {
+                retry_after,
+                total: true,
+            },
+        }
+    }
+}
+
+/// Purges every limiter of a gateway on a timer and reports the number of tracked IPs, until the
+/// gateway is dropped.
+pub fn spawn_purge(limiters: Vec<Weak<Limiter>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let live: Vec<Arc<Limiter>> = limiters.iter().filter_map(Weak::upgrade).collect();
+            if live.is_empty() {
+                return;
+            }
+            let tracked: usize = live.iter().map(|l| l.purge()).sum();
+            crate::metrics::ratelimit_tracked_keys(tracked);
+        }
+    });
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimitLayer;
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RateLimitService<S>
+where
+    S: Service<Request<B>, Response = Accepted, Error = Rejection>,
+{
+    type Response = Accepted;
+    type Error = Rejection;
+    type Future = Either<Ready<Result<Accepted, Rejection>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Rejection>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let source = req.extensions().get::<Arc<Source>>();
+        let client = req.extensions().get::<ClientIp>();
+        let checked = match (source, client) {
+            (Some(source), Some(client)) => source.limiter.check(client.0).map_err(Rejection::from),
+            // Without a routed source or a resolved client (a wiring mistake) the request is refused.
+            _ => Err(Rejection::IpDenied),
+        };
+        match checked {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(rejection) => Either::Left(ready(Err(rejection))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn limiter(
+        per_second: u32,
+        burst: u32,
+        source: SourceRateLimit,
+        cap: usize,
+    ) -> (Limiter<FakeRelativeClock>, FakeRelativeClock) {
+        let global = RateLimitConfig {
+            per_second,
+            burst,
+            max_tracked_keys: cap,
+            ..RateLimitConfig::default()
+        };
+        let clock = FakeRelativeClock::default();
+        (Limiter::with_clock(&global, &source, clock.clone()), clock)
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_burst_of_five_passes_then_429_with_the_time_to_the_next_token() {
+        let (limiter, clock) = limiter(2, 5, SourceRateLimit::default(), 1000);
+        for i in 1..=5 {
+            assert_eq!(limiter.check(ip("198.51.100.1")), Ok(()), "request {i}");
+        }
+        // One token every 500 ms at 2 per second.
+        assert_eq!(
+            limiter.check(ip("198.51.100.1")),
+            Err(Refused::PerIp(Duration::from_millis(500)))
+        );
+        clock.advance(Duration::from_millis(499));
+        assert!(limiter.check(ip("198.51.100.1")).is_err());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(limiter.check(ip("198.51.100.1")), Ok(()));
+        assert!(limiter.check(ip("198.51.100.1")).is_err());
+    }
+
+    #[test]
+    fn two_clients_have_independent_buckets() {
+        let (limiter, _clock) = limiter(1, 2, SourceRateLimit::default(), 1000);
+        assert!(limiter.check(ip("198.51.100.1")).is_ok());
+        assert!(limiter.check(ip("198.51.100.1")).is_ok());
+        assert!(limiter.check(ip("198.51.100.1")).is_err());
+        assert!(
+            limiter.check(ip("198.51.100.2")).is_ok(),
+            "another client is not affected"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_ipv4_mapped_is_ipv4() {
+        let (limiter, _clock) = limiter(1, 1, SourceRateLimit::default(), 1000);
+        assert!(limiter.check(ip("2001:db8:1:2::1")).is_ok());
+        assert!(limiter.check(ip("2001:db8:1:2:ffff::9")).is_err(), "same /64");
+        assert!(limiter.check(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        assert_eq!(key(ip("203.0.113.5"), 64), key(ip("::ffff:203.0.113.5"), 64));
+        assert_ne!(key(ip("2001:db8::1"), 128), key(ip("2001:db8::2"), 128));
+    }
+
+    #[test]
+    fn the_source_total_caps_all_clients_together() {
+        let source = SourceRateLimit {
+            total_per_second: Some(1),
+            total_burst: Some(3),
+            ..SourceRateLimit::default()
+        };
+        let (limiter, _clock) = limiter(100, 100, source, 1000);
+        for i in 0..3 {
+            assert!(limiter.check(ip(&format!("198.51.100.{i}"))).is_ok());
+        }
+        assert!(matches!(limiter.check(ip("198.51.100.9")), Err(Refused::Total(_))));
+    }
+
+    /// The key bound holds under a million distinct IPs (their memory is measured in
+    /// `tests/it/traffic.rs`), and the purge forgets them once their buckets are full again.
+    #[test]
+    fn a_million_distinct_ips_stay_within_the_key_bound() {
+        let cap = 100_000;
+        let (limiter, clock) = limiter(10, 10, SourceRateLimit::default(), cap);
+        for i in 0..1_000_000u32 {
+            let _ = limiter.check(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        assert_eq!(limiter.tracked(), cap);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(limiter.purge(), 0);
+    }
+}

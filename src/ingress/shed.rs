@@ -1,0 +1,103 @@
+//! Load shedding, first after routing: a global cap on requests in flight. Past it the gateway answers
+//! `503 unavailable` with `Retry-After` at once, instead of queueing work without bound and answering
+//! everyone late.
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::Either;
+use http::Request;
+use tower::{Layer, Service};
+
+use crate::error::{Accepted, Rejection};
+
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct ShedLayer {
+    inflight: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ShedLayer {
+    /// `inflight` is shared by every stack built while the process runs, so a reload does not reset it.
+    pub fn new(inflight: Arc<AtomicUsize>, max: usize) -> Self {
+        ShedLayer { inflight, max }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = ShedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ShedService {
+            inner,
+            inflight: self.inflight.clone(),
+            max: self.max,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShedService<S> {
+    inner: S,
+    inflight: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// Holds one in-flight slot until the request ends, however it ends.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<S, B> Service<Request<B>> for ShedService<S>
+where
+    S: Service<Request<B>, Response = Accepted, Error = Rejection>,
+{
+    type Response = Accepted;
+    type Error = Rejection;
+    type Future = Either<Ready<Result<Accepted, Rejection>>, Slotted<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Rejection>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if self.inflight.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            return Either::Left(ready(Err(Rejection::Unavailable {
+                reason: "unavailable:overloaded",
+                retry_after: RETRY_AFTER,
+            })));
+        }
+        let slot = Slot(self.inflight.clone());
+        Either::Right(Slotted {
+            future: self.inner.call(req),
+            _slot: slot,
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner future, with the slot it holds.
+    pub struct Slotted<F> {
+        #[pin]
+        future: F,
+        _slot: Slot,
+    }
+}
+
+impl<F: Future> Future for Slotted<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
+    }
+}
