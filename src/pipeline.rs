@@ -95,7 +95,7 @@ where
     let result = source.handler.deliver(&delivery).await;
     crate::metrics::forward(&source.name, status_class(&result), started.elapsed());
     if let Err(error) = &result {
-        tracing::warn!(source = %source.name, event_id = %event_id, %error, "delivery failed; the sender will retry");
+        tracing::warn!(source = %source.name, %client_ip, event_id = %event_id, %error, "delivery failed; the sender will retry");
     }
     if let Some(claim) = claim {
         settle(&dedup, &source.name, claim, result.is_ok()).await;

@@ -102,7 +102,7 @@ fn respond(handled: Handled, elapsed: Duration) -> Response<Full<Bytes>> {
     };
     crate::metrics::request(&handled.source, outcome, rejection.map(Rejection::reason), elapsed);
     if let Some(rejection) = rejection {
-        log(&handled.source, outcome, rejection);
+        log(&handled.source, handled.client_ip, outcome, rejection);
     }
 
     let mut response = Response::new(Full::new(Bytes::from_static(outcome.body().as_bytes())));
@@ -125,7 +125,9 @@ fn retry_after_secs(after: Duration) -> u64 {
     secs.max(1)
 }
 
-fn log(source: &str, outcome: Outcome, rejection: &Rejection) {
+fn log(source: &str, client_ip: Option<std::net::IpAddr>, outcome: Outcome, rejection: &Rejection) {
+    let client_ip = client_ip.map(tracing::field::display);
+    let reason = rejection.reason();
     match outcome {
         // A sender-side problem is normal traffic at an ingress: debug, counted in metrics.
         Outcome::BadSignature
@@ -136,10 +138,10 @@ fn log(source: &str, outcome: Outcome, rejection: &Rejection) {
         | Outcome::TooLarge
         | Outcome::BadRequest
         | Outcome::RequestTimeout => {
-            tracing::debug!(source, outcome = outcome.as_str(), reason = rejection.reason(), error = %rejection, "refused");
+            tracing::debug!(source, client_ip, outcome = outcome.as_str(), reason, error = %rejection, "refused");
         }
         _ => {
-            tracing::info!(source, outcome = outcome.as_str(), reason = rejection.reason(), error = %rejection, "not delivered")
+            tracing::info!(source, client_ip, outcome = outcome.as_str(), reason, error = %rejection, "not delivered")
         }
     }
 }

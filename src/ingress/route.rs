@@ -9,17 +9,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use std::net::IpAddr;
+
 use http::{Method, Request};
 use tower::{Layer, Service};
 
 use crate::error::{Accepted, Rejection};
 use crate::gateway::Source;
+use crate::ingress::client_ip::ClientIp;
 use crate::metrics::UNKNOWN_SOURCE;
 
 /// A finished request below the router: its source label and its fate.
 #[derive(Debug)]
 pub struct Handled {
     pub source: Arc<str>,
+    /// The resolved client, for the logs.
+    pub client_ip: Option<IpAddr>,
     pub result: Result<Accepted, Rejection>,
 }
 
@@ -86,12 +91,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let client_ip = req.extensions().get::<ClientIp>().map(|c| c.0);
         let Some(source) = self.routes.get(req.uri().path()) else {
-            return RouteFuture::ready(self.routes.unknown.clone(), Rejection::NotFound);
+            return RouteFuture::ready(self.routes.unknown.clone(), client_ip, Rejection::NotFound);
         };
         let name = source.name.clone();
         if req.method() != Method::POST {
-            return RouteFuture::ready(name, Rejection::MethodNotAllowed);
+            return RouteFuture::ready(name, client_ip, Rejection::MethodNotAllowed);
         }
         req.extensions_mut().insert(source.clone());
         RouteFuture {
@@ -99,6 +105,7 @@ where
                 future: self.inner.call(req),
             },
             source: Some(name),
+            client_ip,
         }
     }
 }
@@ -109,6 +116,7 @@ pin_project_lite::pin_project! {
         #[pin]
         state: State<F>,
         source: Option<Arc<str>>,
+        client_ip: Option<IpAddr>,
     }
 }
 
@@ -121,12 +129,13 @@ pin_project_lite::pin_project! {
 }
 
 impl<F> RouteFuture<F> {
-    fn ready(source: Arc<str>, rejection: Rejection) -> Self {
+    fn ready(source: Arc<str>, client_ip: Option<IpAddr>, rejection: Rejection) -> Self {
         RouteFuture {
             state: State::Ready {
                 rejection: Some(rejection),
             },
             source: Some(source),
+            client_ip,
         }
     }
 }
@@ -147,6 +156,10 @@ where
             StateProj::Inner { future } => ready!(future.poll(cx)),
         };
         let source = this.source.take().unwrap_or_else(|| Arc::from(UNKNOWN_SOURCE));
-        Poll::Ready(Ok(Handled { source, result }))
+        Poll::Ready(Ok(Handled {
+            source,
+            client_ip: *this.client_ip,
+            result,
+        }))
     }
 }
