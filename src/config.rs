@@ -49,7 +49,7 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Public ingress address. Default `127.0.0.1:8080`.
@@ -72,6 +72,30 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Open connections per client address; trusted proxies are exempt. Default 256.
     pub max_connections_per_ip: usize,
+    /// TLS on the public listener. Default: none (plain HTTP, for a TLS-terminating proxy in front).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the public listener speaks HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Read again on every reload.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Oldest protocol accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +109,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_inflight: 4096,
             max_connections_per_ip: 256,
+            tls: None,
         }
     }
 }
@@ -222,7 +247,7 @@ impl RedisUrls {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupConfig {
     /// `memory` (one process, the default) or `redis` (shared by replicas).
@@ -541,6 +566,18 @@ mod opt_header_name {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderName>, D::Error> {
         super::header_name::deserialize(d).map(Some)
+    }
+}
+
+/// How the embedded default is named where a path is expected.
+pub const EMBEDDED_PATH: &str = "<embedded default>";
+
+/// Like [`load`], but [`EMBEDDED_PATH`] names the embedded default.
+pub fn load_or_embedded(path: &Path) -> Result<Config, ConfigError> {
+    if path == Path::new(EMBEDDED_PATH) {
+        parse(EMBEDDED_DEFAULT, path)
+    } else {
+        load(path)
     }
 }
 

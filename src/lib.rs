@@ -17,13 +17,16 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //! - [`metrics`]: every metric name and label.
 //! - [`error`]: the one table from outcome to status.
+//! - [`echo`]: a demo downstream, for docker-compose and the benchmark.
 //! - [`telemetry`]: logging setup.
+//! - [`tls`]: HTTPS on the public listener.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
 pub mod dedup;
+pub mod echo;
 pub mod error;
 pub mod forward;
 pub mod gateway;
@@ -34,4 +37,5 @@ pub mod respond;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;
 pub mod verify;

@@ -32,11 +32,24 @@ enum Command {
         /// Config file. Without it, `config/hookgate.toml`, or the embedded default when that file is absent.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also reload when the config file changes (checked every 2 s), besides on SIGHUP.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check a config file, secrets included, and print a one-line summary.
     CheckConfig { path: PathBuf },
     /// Read a body on stdin and print the headers a sender would send, one `Name: value` per line.
     Sign(SignArgs),
+    /// GET an http:// URL and exit 0 on 2xx, 1 otherwise: a container health check without curl.
+    Probe {
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// A demo downstream: answers POSTs with a status after a delay, and counts what it received
+    /// (`GET /stats`). docker-compose and the benchmark use it.
+    Echo(hookgate::echo::EchoArgs),
 }
 
 #[derive(Args)]
@@ -79,9 +92,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, watch_config } => serve(config, watch_config),
         Command::CheckConfig { path } => check_config(&path),
         Command::Sign(args) => sign(args),
+        Command::Probe { url, timeout } => probe(&url, timeout),
+        Command::Echo(args) => runtime().and_then(|rt| rt.block_on(hookgate::echo::run(args, shutdown_signal()))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,7 +107,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: Option<PathBuf>) -> Result<(), String> {
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn serve(path: Option<PathBuf>, watch_config: bool) -> Result<(), String> {
     let (config, path) = match path {
         Some(path) => (config::load(&path).map_err(|e| e.to_string())?, path),
         None if Path::new(DEFAULT_CONFIG).exists() => {
@@ -101,17 +123,11 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
         }
         None => {
             tracing::info!("{DEFAULT_CONFIG} not found; using the embedded default config");
-            let path = PathBuf::from("<embedded default>");
-            (
-                config::parse(config::EMBEDDED_DEFAULT, &path).map_err(|e| e.to_string())?,
-                path,
-            )
+            let path = PathBuf::from(config::EMBEDDED_PATH);
+            (config::load_or_embedded(&path).map_err(|e| e.to_string())?, path)
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let listeners = Listeners::bind(&config).await.map_err(|e| {
             format!(
@@ -119,7 +135,12 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
                 config.server.listen, config.server.admin_listen
             )
         })?;
-        server::run(config, &path, listeners, shutdown_signal())
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(reload_on_sighup(reload_tx.clone()));
+        if watch_config {
+            tokio::spawn(reload_on_change(path.clone(), reload_tx));
+        }
+        server::run(config, &path, listeners, shutdown_signal(), reload_rx)
             .await
             .map_err(|e| e.to_string())
     })?;
@@ -142,6 +163,60 @@ async fn shutdown_signal() {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Asks for a reload on every SIGHUP.
+async fn reload_on_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload is unavailable");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the config");
+        if reload.send(()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks for a reload when the file's modification time or size changes. Polling, rather than inotify,
+/// also sees a Kubernetes ConfigMap update, which swaps a symlink.
+async fn reload_on_change(path: PathBuf, reload: tokio::sync::mpsc::Sender<()>) {
+    let stamp = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != last {
+            last = now;
+            tracing::info!(path = %path.display(), "config file changed: reloading");
+            if reload.send(()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let status = runtime()?.block_on(async {
+        let client = hookgate::forward::http::client();
+        let request = http::Request::get(uri)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, client.request(request)).await {
+            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Err(e)) => Err(format!("{url}: {e}")),
+            Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
+        }
+    })?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}"))
     }
 }
 

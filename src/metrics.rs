@@ -17,6 +17,7 @@ pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
 pub const BUILD_INFO: &str = "hookgate_build_info";
 pub const DEDUP_TOTAL: &str = "hookgate_dedup_total";
 pub const RATELIMIT_TRACKED_KEYS: &str = "hookgate_ratelimit_tracked_keys";
+pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
@@ -66,6 +67,10 @@ fn describe() {
         RATELIMIT_TRACKED_KEYS,
         "Client IPs the rate limiters track now, all sources together."
     );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Config reloads by result: ok, or error (the old config stays)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -106,4 +111,9 @@ pub fn store_error(op: &'static str) {
 
 pub fn ratelimit_tracked_keys(tracked: usize) {
     gauge!(RATELIMIT_TRACKED_KEYS).set(tracked as f64);
+}
+
+/// `result` is `ok` or `error`.
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }

@@ -1,13 +1,15 @@
-//! `run(config, listeners, shutdown)`: builds the gateway from a config, serves the public and admin
-//! listeners, and on shutdown stops accepting, drains in-flight requests within the grace period, and
-//! cuts what is left.
+//! `run(config, path, listeners, shutdown, reload)`: builds the gateway from a config and serves the
+//! public listener (HTTP, or HTTPS with `[server.tls]`) and the admin listener.
+//! - On `reload` the config file is read, checked and built again, then swapped in atomically: requests
+//!   already running finish on the config they started with. An invalid file keeps the old config serving.
+//! - On `shutdown` it stops accepting, fails `/readyz`, drains in-flight requests within the grace period,
+//!   cuts what is left (their claims are released), and returns.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -16,18 +18,19 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use ipnet::IpNet;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::admin::{Admin, Health};
-use crate::config::{Config, ConfigError};
+use crate::config::{self, Config, ConfigError};
 use crate::dedup::DedupStore;
 use crate::gateway::{Gateway, Shared};
 use crate::ingress::client_ip::PeerAddr;
+use crate::ingress::connections::ConnectionLimit;
 use crate::stack::{self, GatewayService};
 
 /// The two listeners, bound before `run` so that tests can bind port 0 and read the real address.
@@ -44,25 +47,43 @@ impl Listeners {
     }
 }
 
-/// Serves until `shutdown` completes, then drains. `config_path` only names the file in errors.
+/// What a reload swaps: the request stack, and the TLS certificate when there is one.
+struct Live {
+    stack: ArcSwap<GatewayService>,
+    tls: Option<ArcSwap<rustls::ServerConfig>>,
+}
+
+/// Serves until `shutdown` completes, then drains. Each message on `reload` reloads the config from
+/// `config_path` (or the embedded default, when that is where it came from).
 pub async fn run(
     config: Config,
     config_path: &Path,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
+    mut reload: mpsc::Receiver<()>,
 ) -> Result<(), ConfigError> {
-    let dedup = DedupStore::new(&config.dedup).map_err(|message| ConfigError::Invalid {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: config_path.to_owned(),
-        key: "dedup".to_owned(),
+        key: key.to_owned(),
         message,
-    })?;
+    };
+    let dedup = DedupStore::new(&config.dedup).map_err(|message| invalid("dedup", message))?;
     let shared = Shared {
         client: crate::forward::http::client(),
         dedup: dedup.clone(),
         inflight: Arc::new(AtomicUsize::new(0)),
     };
     let gateway = Gateway::build(&config, &shared, config_path)?;
-    let stack = Arc::new(ArcSwap::from_pointee(stack::build(&gateway)));
+    let tls = match &config.server.tls {
+        Some(tls) => Some(ArcSwap::new(
+            crate::tls::server_config(tls).map_err(|m| invalid("server.tls", m))?,
+        )),
+        None => None,
+    };
+    let live = Arc::new(Live {
+        stack: ArcSwap::from_pointee(stack::build(&gateway)),
+        tls,
+    });
     let health = Arc::new(Health::default());
     let admin = Admin {
         metrics: crate::metrics::install(),
@@ -71,27 +92,34 @@ pub async fn run(
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let timeouts = Timeouts {
+    let settings = Settings {
         header_read: config.server.header_read_timeout,
         grace: config.server.shutdown_grace,
     };
-    let connections = Arc::new(ConnectionLimit::new(
+    let limit = Arc::new(ConnectionLimit::new(
         config.server.max_connections_per_ip,
         config.client_ip.trusted_proxies.clone(),
     ));
     // The admin port keeps answering while the public one drains, so that /readyz can report it.
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin));
-    let public_task = tokio::spawn(serve_public(listeners.public, stack, connections, timeouts, stop_rx));
+    let public_task = tokio::spawn(serve_public(listeners.public, live.clone(), limit, settings, stop_rx));
     health.set_ready();
     tracing::info!(
         listen = %config.server.listen,
         admin = %config.server.admin_listen,
+        tls = config.server.tls.is_some(),
         sources = config.sources.len(),
         "hookgate is serving"
     );
 
-    shutdown.await;
-    tracing::info!(grace = ?timeouts.grace, "shutting down: no new connections, draining in-flight requests");
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = reload.recv() => reload_config(&config, config_path, &shared, &live),
+        }
+    }
+    tracing::info!(grace = ?settings.grace, "shutting down: no new connections, draining in-flight requests");
     health.set_draining();
     let _ = stop_tx.send(true);
     if let Err(e) = public_task.await {
@@ -104,17 +132,51 @@ pub async fn run(
     Ok(())
 }
 
+/// Reads, checks and builds the config again, then swaps it in; on any error the running config stays.
+/// `[server]` and `[dedup]` hold listeners and connections: changes there need a restart, and say so.
+fn reload_config(started: &Config, path: &Path, shared: &Shared, live: &Live) {
+    let built = config::load_or_embedded(path).and_then(|new| {
+        let gateway = Gateway::build(&new, shared, path)?;
+        let tls = match (&new.server.tls, &live.tls) {
+            (Some(tls), Some(_)) => Some(crate::tls::server_config(tls).map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "server.tls".to_owned(),
+                message,
+            })?),
+            _ => None,
+        };
+        Ok((new, gateway, tls))
+    });
+    match built {
+        Ok((new, gateway, tls)) => {
+            live.stack.store(Arc::new(stack::build(&gateway)));
+            if let (Some(slot), Some(tls)) = (&live.tls, tls) {
+                slot.store(tls);
+            }
+            if new.server != started.server || new.dedup != started.dedup {
+                tracing::warn!("[server] and [dedup] changes take effect at the next restart");
+            }
+            crate::metrics::config_reload("ok");
+            tracing::info!(sources = new.sources.len(), "config reloaded");
+        }
+        Err(error) => {
+            crate::metrics::config_reload("error");
+            tracing::error!(%error, "config reload failed; the previous config keeps serving");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
-struct Timeouts {
+struct Settings {
     header_read: Duration,
     grace: Duration,
 }
 
 async fn serve_public(
     listener: TcpListener,
-    stack: Arc<ArcSwap<GatewayService>>,
+    live: Arc<Live>,
     limit: Arc<ConnectionLimit>,
-    timeouts: Timeouts,
+    settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -122,7 +184,7 @@ async fn serve_public(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        .header_read_timeout(settings.header_read)
         .keep_alive(true);
     loop {
         tokio::select! {
@@ -141,12 +203,15 @@ async fn serve_public(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection(TokioIo::new(stream), public_service(stack.clone(), peer));
-                let connection = graceful.watch(connection);
+                let connection = Connection {
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                    live: live.clone(),
+                    peer,
+                    handshake_timeout: settings.header_read,
+                };
                 connections.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
+                    connection.serve(stream).await;
                     drop(slot);
                 });
                 while connections.try_join_next().is_some() {}
@@ -157,71 +222,49 @@ async fn serve_public(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(timeouts.grace) => {
+        () = tokio::time::sleep(settings.grace) => {
             tracing::warn!(open = connections.len(), "grace period over; cutting the remaining connections");
             connections.abort_all();
         }
     }
+    // Let the aborted connections drop their requests (and so release their claims) before returning.
+    while connections.join_next().await.is_some() {}
 }
 
-/// Open connections per client address. Trusted proxies are exempt: every client comes through them.
-struct ConnectionLimit {
-    open: Mutex<HashMap<IpAddr, usize>>,
-    max: usize,
-    exempt: Vec<IpNet>,
+/// One accepted connection, served on its own task.
+struct Connection {
+    builder: http1::Builder,
+    watcher: Watcher,
+    live: Arc<Live>,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
 }
 
-/// One open connection, counted until it is dropped.
-struct ConnectionSlot {
-    limit: Arc<ConnectionLimit>,
-    ip: Option<IpAddr>,
-}
-
-impl ConnectionLimit {
-    fn new(max: usize, exempt: Vec<IpNet>) -> Self {
-        ConnectionLimit {
-            open: Mutex::default(),
-            max,
-            exempt,
+impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        let Some(tls) = self.live.tls.as_ref().map(|tls| tls.load_full()) else {
+            return self.serve_io(stream).await;
+        };
+        // The TLS handshake counts against the header-read timeout: a client that stalls it is cut off.
+        let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => self.serve_io(stream).await,
+            Ok(Err(error)) => tracing::debug!(peer = %self.peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
         }
     }
 
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
-        let ip = ip.to_canonical();
-        if self.exempt.iter().any(|net| net.contains(&ip)) {
-            return Some(ConnectionSlot {
-                limit: self.clone(),
-                ip: None,
-            });
-        }
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(ConnectionSlot {
-            limit: self.clone(),
-            ip: Some(ip),
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let Some(ip) = self.ip else { return };
-        let mut open = self.limit.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&ip);
-            }
+    async fn serve_io<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let service = public_service(self.live.clone(), self.peer);
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!(error = %e, peer = %self.peer, "connection ended with an error");
         }
     }
 }
 
 fn public_service(
-    stack: Arc<ArcSwap<GatewayService>>,
+    live: Arc<Live>,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -232,7 +275,7 @@ fn public_service(
     service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
         // Each request runs on the stack that was current when it arrived, to its end.
-        let service = GatewayService::clone(&stack.load());
+        let service = GatewayService::clone(&live.stack.load());
         service.oneshot(req)
     })
 }

@@ -80,7 +80,7 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Sets up the connection without connecting: the first call connects, and later ones reconnect.
     pub fn new(urls: &RedisUrls, ca_file: Option<&Path>, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let invalid = |e: redis::RedisError| format!("dedup.redis_url: {e}");
         let certificates = match ca_file {
             Some(path) => Some(TlsCertificates {
@@ -183,12 +183,6 @@ impl RedisStore {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
-}
-
-/// `rediss://` connections use rustls, which needs one process-wide crypto provider chosen before the first
-/// handshake. Installing it twice is harmless: the second call changes nothing.
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 async fn cluster_connection(

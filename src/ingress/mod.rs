@@ -2,6 +2,7 @@
 
 pub mod allowlist;
 pub mod client_ip;
+pub mod connections;
 pub mod ip_ranges;
 pub mod rate_limit;
 pub mod route;

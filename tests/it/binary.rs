@@ -282,3 +282,43 @@ async fn hookgate_redis_url_overrides_the_config_file() {
         .assert(200, "duplicate");
     assert_eq!(redis.cli(&["dbsize"]), "1");
 }
+
+#[tokio::test]
+async fn echo_counts_what_it_received_and_probe_reports_health() {
+    let port = free_port();
+    let mut echo = Command::new(BIN)
+        .args(["echo", "--listen", &format!("127.0.0.1:{port}"), "--status", "202"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn echo");
+    let stats = format!("http://127.0.0.1:{port}/stats");
+    let sender = Sender::default();
+    let mut up = false;
+    for _ in 0..200 {
+        if sender.try_send("GET", &stats, HeaderMap::new(), "").await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "echo started");
+    let url = format!("http://127.0.0.1:{port}/anything");
+    let reply = sender.post(&url, HeaderMap::new(), "twelve bytes").await;
+    assert_eq!(reply.status, 202);
+    let counted = sender.send("GET", &stats, HeaderMap::new(), "").await;
+    assert_eq!(counted.body.as_ref(), b"{\"received\":1,\"bytes\":12}\n");
+
+    let healthy = Command::new(BIN).args(["probe", &stats]).status().await.expect("probe");
+    assert!(healthy.success());
+    echo.kill().await.expect("kill");
+    let _ = echo.wait().await;
+    let down = Command::new(BIN)
+        .args(["probe", &stats, "--timeout", "1s"])
+        .output()
+        .await
+        .expect("probe");
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains(&port.to_string()));
+}

@@ -58,5 +58,6 @@ mod dedup;
 mod forwarding;
 mod lifecycle;
 mod limits;
+mod operations;
 mod schemes;
 mod traffic;

@@ -72,29 +72,43 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    reload: tokio::sync::mpsc::Sender<()>,
     task: Option<JoinHandle<Result<(), config::ConfigError>>>,
 }
 
 impl TestGateway {
     pub async fn start(config: Config) -> Self {
+        Self::start_from(config, Path::new("test.toml")).await
+    }
+
+    /// Starts from `config`, reloading from `path` when asked.
+    pub async fn start_from(config: Config, path: &Path) -> Self {
+        let path = path.to_owned();
         let public = TcpListener::bind(config.server.listen).await.expect("bind public");
         let admin = TcpListener::bind(config.server.admin_listen).await.expect("bind admin");
         let addr = public.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
+        let (reload, reload_rx) = tokio::sync::mpsc::channel(4);
         let task = tokio::spawn(async move {
             let listeners = Listeners { public, admin };
-            server::run(config, Path::new("test.toml"), listeners, async {
+            let shutdown = async {
                 let _ = rx.await;
-            })
-            .await
+            };
+            server::run(config, &path, listeners, shutdown, reload_rx).await
         });
         TestGateway {
             addr,
             admin: admin_addr,
             shutdown: Some(tx),
+            reload,
             task: Some(task),
         }
+    }
+
+    /// Asks for a reload, as SIGHUP does.
+    pub async fn reload(&self) {
+        self.reload.send(()).await.expect("gateway running");
     }
 
     pub fn url(&self, path: &str) -> String {

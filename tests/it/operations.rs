@@ -1,0 +1,430 @@
+//! Operability: exact counters, hot reload (in process and by SIGHUP), TLS, and shutdown under load.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate::config::{self, Config, TlsConfig, TlsVersion};
+use http::HeaderMap;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::gateway::test_config;
+use crate::common::redis::RedisServer;
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics(gateway: &TestGateway) -> String {
+    let reply = Sender::default()
+        .send("GET", &gateway.admin_url("/metrics"), HeaderMap::new(), "")
+        .await;
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_the_number_of_requests_of_each_outcome() {
+    let downstream = FakeDownstream::start().await;
+    let mut config = test_config(&downstream.url(""));
+    // A source name of this test's own: the metrics recorder is shared by every test in the process.
+    config
+        .sources
+        .iter_mut()
+        .find(|s| s.name == "github")
+        .expect("github")
+        .name = "countgh".to_owned();
+    let gateway = TestGateway::start(config.clone()).await;
+    let sender = Sender::default();
+    let url = gateway.url("/github");
+    let post = |id: &str, tamper: bool| {
+        let body = event_body(id);
+        let headers = sign(&config, "countgh", &body, id);
+        let body = if tamper { event_body("tampered") } else { body };
+        let (sender, url) = (sender.clone(), url.clone());
+        async move { sender.post(&url, headers, body).await }
+    };
+    for id in ["c1", "c2", "c3"] {
+        post(id, false).await.assert(200, "forwarded");
+    }
+    post("c1", false).await.assert(200, "duplicate");
+    post("c4", true).await.assert(401, "bad_signature");
+    post("c5", true).await.assert(401, "bad_signature");
+    sender
+        .send("GET", &url, HeaderMap::new(), "")
+        .await
+        .assert(405, "method_not_allowed");
+
+    let text = metrics(&gateway).await;
+    let requests = |outcome: &str| {
+        metric(
+            &text,
+            &format!(r#"hookgate_requests_total{{source="countgh",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(requests("forwarded"), 3.0, "{text}");
+    assert_eq!(requests("duplicate"), 1.0);
+    assert_eq!(requests("bad_signature"), 2.0);
+    assert_eq!(requests("method_not_allowed"), 1.0);
+    let rejections = metric(
+        &text,
+        r#"hookgate_rejections_total{source="countgh",reason="bad_signature:mismatch"}"#,
+    );
+    assert_eq!(rejections, 2.0);
+    assert_eq!(
+        metric(&text, r#"hookgate_dedup_total{source="countgh",result="claimed"}"#),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, r#"hookgate_dedup_total{source="countgh",result="duplicate"}"#),
+        1.0
+    );
+    let forwards = metric(
+        &text,
+        r#"hookgate_forward_duration_seconds_count{source="countgh",status_class="2xx"}"#,
+    );
+    assert_eq!(forwards, 3.0);
+    let timed = metric(
+        &text,
+        r#"hookgate_request_duration_seconds_count{source="countgh",outcome="forwarded"}"#,
+    );
+    assert_eq!(timed, 3.0);
+    assert!(text.contains("hookgate_build_info{version=\""), "{text}");
+    gateway.stop().await;
+}
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookgate-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+const ONE_SOURCE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[[source]]
+name = "reloadgh"
+path = "/github"
+scheme = "github"
+secrets = ["gh-secret"]
+forward = { kind = "http", url = "DOWNSTREAM/github", timeout = "2s" }
+"#;
+
+const SECOND_SOURCE: &str = r#"
+[[source]]
+name = "reloadshop"
+path = "/shopify"
+scheme = "shopify"
+secrets = ["shpss_secret"]
+forward = { kind = "http", url = "DOWNSTREAM/shopify", timeout = "2s" }
+"#;
+
+async fn send(gateway: &TestGateway, config: &Config, source: &str, path: &str, id: &str) -> Reply {
+    let body = event_body(id);
+    Sender::default()
+        .post(&gateway.url(path), sign(config, source, &body, id), body)
+        .await
+}
+
+#[tokio::test]
+async fn a_reload_adds_a_source_and_a_bad_file_keeps_the_old_config_serving() {
+    let downstream = FakeDownstream::start().await;
+    let one = ONE_SOURCE.replace("DOWNSTREAM", &downstream.url(""));
+    let path = temp_config("reload.toml", &one);
+    let first = config::load(&path).expect("valid");
+    let gateway = TestGateway::start_from(first.clone(), &path).await;
+    send(&gateway, &first, "reloadgh", "/github", "r1")
+        .await
+        .assert(200, "forwarded");
+    let reply = Sender::default()
+        .post(&gateway.url("/shopify"), HeaderMap::new(), "{}")
+        .await;
+    reply.assert(404, "not_found");
+
+    std::fs::write(
+        &path,
+        format!("{one}{}", SECOND_SOURCE.replace("DOWNSTREAM", &downstream.url(""))),
+    )
+    .expect("write");
+    let second = config::load(&path).expect("valid");
+    gateway.reload().await;
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if send(&gateway, &second, "reloadshop", "/shopify", "s1").await.outcome() == "forwarded" {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reloaded, "the new source serves after the reload");
+
+    std::fs::write(&path, "[[source]]\nname = \"broken\"\n").expect("write");
+    gateway.reload().await;
+    let mut counted = false;
+    for _ in 0..100 {
+        if metric(
+            &metrics(&gateway).await,
+            r#"hookgate_config_reloads_total{result="error"}"#,
+        ) >= 1.0
+        {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(counted, "the failed reload is counted");
+    send(&gateway, &second, "reloadgh", "/github", "r2")
+        .await
+        .assert(200, "forwarded");
+    send(&gateway, &second, "reloadshop", "/shopify", "s2")
+        .await
+        .assert(200, "forwarded");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_running_binary() {
+    let downstream = FakeDownstream::start().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (public, admin) = (free(), free());
+    let one = ONE_SOURCE
+        .replace("DOWNSTREAM", &downstream.url(""))
+        .replace("127.0.0.1:0\"\nadmin", &format!("127.0.0.1:{public}\"\nadmin"))
+        .replace(
+            "admin_listen = \"127.0.0.1:0\"",
+            &format!("admin_listen = \"127.0.0.1:{admin}\""),
+        );
+    let path = temp_config("sighup.toml", &one);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let sender = Sender::default();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    for _ in 0..200 {
+        if sender
+            .try_send("GET", &ready, HeaderMap::new(), "")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let shop = format!("http://127.0.0.1:{public}/shopify");
+    sender
+        .post(&shop, HeaderMap::new(), "{}")
+        .await
+        .assert(404, "not_found");
+
+    std::fs::write(
+        &path,
+        format!("{one}{}", SECOND_SOURCE.replace("DOWNSTREAM", &downstream.url(""))),
+    )
+    .expect("write");
+    let second = config::load(&path).expect("valid");
+    let pid = child.id().expect("pid").to_string();
+    let hup = tokio::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(hup.success());
+    let body = event_body("hup-1");
+    let mut outcome = String::new();
+    for _ in 0..200 {
+        let reply = sender
+            .post(&shop, sign(&second, "reloadshop", &body, "hup-1"), body.clone())
+            .await;
+        outcome = reply.outcome().to_owned();
+        if outcome != "not_found" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(outcome, "forwarded");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running after SIGHUP"
+    );
+}
+
+/// A certificate for 127.0.0.1 written to PEM files, and the trust store of a client that knows it.
+fn certificate(dir: &Path) -> (TlsConfig, rustls::RootCertStore) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let cert_file = dir.join("tls-cert.pem");
+    let key_file = dir.join("tls-key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write key");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let tls = TlsConfig {
+        cert_file,
+        key_file,
+        min_version: TlsVersion::V1_3,
+    };
+    (tls, roots)
+}
+
+async fn tls_request(
+    addr: std::net::SocketAddr,
+    roots: rustls::RootCertStore,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(String, rustls::ProtocolVersion), String> {
+    hookgate::tls::install_crypto_provider();
+    let client = rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let mut stream = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let version = stream.get_ref().1.protocol_version().ok_or("no version")?;
+    stream
+        .write_all(b"POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    Ok((answer, version))
+}
+
+#[tokio::test]
+async fn tls_1_3_is_served_and_a_tls_1_2_only_client_is_refused_when_1_3_is_the_minimum() {
+    let downstream = FakeDownstream::start().await;
+    let dir = std::env::temp_dir().join(format!("hookgate-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (tls, roots) = certificate(&dir);
+    let mut config = test_config(&downstream.url(""));
+    config.server.tls = Some(tls);
+    let gateway = TestGateway::start(config).await;
+
+    let (answer, version) = tls_request(gateway.addr, roots.clone(), &[&rustls::version::TLS13])
+        .await
+        .expect("TLS 1.3");
+    assert_eq!(version, rustls::ProtocolVersion::TLSv1_3);
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("x-hookgate-outcome: not_found"),
+        "{answer}"
+    );
+
+    let refused = tls_request(gateway.addr, roots, &[&rustls::version::TLS12]).await;
+    assert!(
+        refused.is_err(),
+        "a TLS 1.2-only client must not get through: {refused:?}"
+    );
+
+    let mut plain = TcpStream::connect(gateway.addr).await.expect("connect");
+    plain
+        .write_all(b"POST /github HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1 "),
+        "plain HTTP gets no HTTP answer"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_serves_a_renewed_certificate() {
+    let downstream = FakeDownstream::start().await;
+    let dir = std::env::temp_dir().join(format!("hookgate-tls-renew-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (tls, old_roots) = certificate(&dir);
+    let mut config = test_config(&downstream.url(""));
+    config.server.tls = Some(tls.clone());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nmin_version = \"1.3\"\n{}",
+        tls.cert_file,
+        tls.key_file,
+        ONE_SOURCE
+            .split("[[source]]")
+            .nth(1)
+            .map(|s| format!("[[source]]{s}"))
+            .expect("source")
+            .replace("DOWNSTREAM", &downstream.url(""))
+    );
+    let path = temp_config("tls-reload.toml", &text);
+    let gateway = TestGateway::start_from(config::load(&path).expect("valid"), &path).await;
+    tls_request(gateway.addr, old_roots.clone(), &[&rustls::version::TLS13])
+        .await
+        .expect("old certificate");
+
+    let (_, new_roots) = certificate(&dir);
+    gateway.reload().await;
+    let mut renewed = false;
+    for _ in 0..100 {
+        if tls_request(gateway.addr, new_roots.clone(), &[&rustls::version::TLS13])
+            .await
+            .is_ok()
+        {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(renewed, "the renewed certificate is served after the reload");
+    assert!(
+        tls_request(gateway.addr, old_roots, &[&rustls::version::TLS13])
+            .await
+            .is_err()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_during_load_completes_in_flight_requests_and_leaves_no_claim_in_flight() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.delay(Duration::from_millis(300));
+    let mut config = test_config(&downstream.url(""));
+    config.dedup.store = hookgate::config::StoreKind::Redis;
+    config.dedup.redis_url = hookgate::config::RedisUrls::One(redis.url());
+    let mut gateway = TestGateway::start(config.clone()).await;
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let id = format!("load-{i}");
+            let body = event_body(&id);
+            let headers = sign(&config, "github", &body, &id);
+            let url = gateway.url("/github");
+            tokio::spawn(async move { Sender::default().post(&url, headers, body).await })
+        })
+        .collect();
+    while downstream.received().len() < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopping = gateway.begin_shutdown();
+    for request in requests {
+        request.await.expect("task").assert(200, "forwarded");
+    }
+    stopping.await.expect("join").expect("clean shutdown");
+    // Every claim was committed: 20 done ids, each holding the done marker, none in flight.
+    let keys = redis.keys_with_pttl();
+    assert_eq!(keys.len(), 20);
+    for (key, _) in keys {
+        let value: Vec<u8> = redis.command("GET", &[&key]);
+        assert_eq!(value, b"1");
+    }
+}
