@@ -24,6 +24,8 @@ async fn every_shipped_config_is_valid() {
     let mut files = Vec::new();
     toml_files(Path::new("config"), &mut files);
     assert!(files.len() >= 7, "the default and one example per provider: {files:?}");
+    // The container, docker-compose and Kubernetes configs too.
+    toml_files(Path::new("deploy"), &mut files);
     for file in files {
         let parsed = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
