@@ -15,6 +15,7 @@
 //! - [`dedup`]: two-phase claim, commit or release of event ids, in memory or in Redis.
 //! - [`forward`]: downstream handlers (`http`, `stdout`).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
+//! - [`redis_client`]: the Redis connection shared by dedup and the queue.
 //! - [`metrics`]: every metric name and label.
 //! - [`error`]: the one table from outcome to status.
 //! - [`echo`]: a demo downstream, for docker-compose and the benchmark.
@@ -33,6 +34,7 @@ pub mod gateway;
 pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
+pub mod redis_client;
 pub mod respond;
 pub mod server;
 pub mod stack;

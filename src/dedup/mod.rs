@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{DedupConfig, OnStoreError, StoreKind};
+use crate::redis_client::RedisClient;
 use crate::verify::event_id::EventId;
 
 /// Why a store call failed.
@@ -77,12 +78,11 @@ impl DedupStore {
     pub fn new(config: &DedupConfig) -> Result<Arc<Self>, String> {
         let backend = match config.store {
             StoreKind::Memory => Backend::Memory(memory::MemoryStore::start(config.max_keys)),
-            StoreKind::Redis => Backend::Redis(redis::RedisStore::new(
-                &config.redis_url.clone().or_env(),
-                config.redis_ca_file.as_deref(),
-                &config.key_prefix,
-                config.timeout,
-            )?),
+            StoreKind::Redis => {
+                let urls = config.redis_url.clone().or_env();
+                let client = RedisClient::new(&urls, config.redis_ca_file.as_deref(), config.timeout)?;
+                Backend::Redis(redis::RedisStore::new(client, &config.key_prefix))
+            }
         };
         Ok(Arc::new(DedupStore {
             backend,
@@ -93,6 +93,14 @@ impl DedupStore {
             releases: TaskTracker::new(),
             warn_throttle: Throttle::default(),
         }))
+    }
+
+    /// The Redis connection of a Redis store, which the queue shares.
+    pub fn redis(&self) -> Option<&RedisClient> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r.client()),
+        }
     }
 
     pub fn on_error(&self) -> OnStoreError {

@@ -12,19 +12,14 @@
 //! 32-byte allocation.
 //! The done marker is `1`, which Redis keeps as a shared integer: no allocation for the value.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Script, ScriptInvocation, TlsCertificates};
+use redis::Script;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use super::{Found, StoreError, Token};
-use crate::config::RedisUrls;
+use crate::redis_client::{RedisClient, millis};
 
 const DONE: &[u8] = b"1";
 /// 96 bits: even at a billion ids a day per source, a collision (one event wrongly taken for a
@@ -45,15 +40,8 @@ end
 return 0";
 
 #[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    /// The cluster client connects on first use and is kept; it follows slot moves by itself.
-    Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
-}
-
-#[derive(Clone)]
 pub struct RedisStore {
-    connection: Connection,
+    client: RedisClient,
     prefix: Arc<str>,
     commit: Arc<Script>,
     release: Arc<Script>,
@@ -61,67 +49,22 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // URLs may hold a password: never print them.
-        let kind = match self.connection {
-            Connection::Single(_) => "single",
-            Connection::Cluster(_) => "cluster",
-        };
-        f.debug_struct("RedisStore")
-            .field("kind", &kind)
-            .field("prefix", &self.prefix)
-            .finish()
+        f.debug_struct("RedisStore").field("client", &self.client).field("prefix", &self.prefix).finish()
     }
 }
 
-fn redis_error(e: redis::RedisError) -> StoreError {
-    StoreError::Redis(e.to_string())
-}
-
 impl RedisStore {
-    /// Sets up the connection without connecting: the first call connects, and later ones reconnect.
-    pub fn new(urls: &RedisUrls, ca_file: Option<&Path>, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        crate::tls::install_crypto_provider();
-        let invalid = |e: redis::RedisError| format!("dedup.redis_url: {e}");
-        let certificates = match ca_file {
-            Some(path) => Some(TlsCertificates {
-                client_tls: None,
-                root_cert: Some(
-                    std::fs::read(path).map_err(|e| format!("dedup.redis_ca_file: {}: {e}", path.display()))?,
-                ),
-            }),
-            None => None,
-        };
-        let connection = match urls {
-            RedisUrls::One(url) => {
-                let client = match certificates {
-                    Some(certificates) => redis::Client::build_with_tls(url.as_str(), certificates),
-                    None => redis::Client::open(url.as_str()),
-                }
-                .map_err(invalid)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(2));
-                Connection::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?)
-            }
-            RedisUrls::Cluster(nodes) => {
-                let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout);
-                if let Some(certificates) = certificates {
-                    builder = builder.certs(certificates);
-                }
-                let client = builder.build().map_err(invalid)?;
-                Connection::Cluster(Arc::new((client, OnceCell::new())))
-            }
-        };
-        Ok(RedisStore {
-            connection,
+    pub fn new(client: RedisClient, prefix: &str) -> Self {
+        RedisStore {
+            client,
             prefix: Arc::from(prefix),
             commit: Arc::new(Script::new(COMMIT)),
             release: Arc::new(Script::new(RELEASE)),
-        })
+        }
+    }
+
+    pub(crate) fn client(&self) -> &RedisClient {
+        &self.client
     }
 
     pub(crate) fn key(&self, source: &str, id: &str) -> Vec<u8> {
@@ -129,26 +72,6 @@ impl RedisStore {
         let mut key = format!("{}:dedup:{source}:", self.prefix).into_bytes();
         key.extend_from_slice(&digest[..HASH_BYTES]);
         key
-    }
-
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        match &self.connection {
-            Connection::Single(manager) => cmd.query_async(&mut manager.clone()).await.map_err(redis_error),
-            Connection::Cluster(cluster) => {
-                let mut connection = cluster_connection(cluster).await?;
-                cmd.query_async(&mut connection).await.map_err(redis_error)
-            }
-        }
-    }
-
-    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<i64, StoreError> {
-        async fn on<C: ConnectionLike>(c: &mut C, i: &ScriptInvocation<'_>) -> Result<i64, StoreError> {
-            i.invoke_async(c).await.map_err(redis_error)
-        }
-        match &self.connection {
-            Connection::Single(manager) => on(&mut manager.clone(), invocation).await,
-            Connection::Cluster(cluster) => on(&mut cluster_connection(cluster).await?, invocation).await,
-        }
     }
 
     pub(crate) async fn claim(&self, key: &[u8], token: Token, lease: Duration) -> Result<Found, StoreError> {
@@ -159,7 +82,7 @@ impl RedisStore {
             .arg("PX")
             .arg(millis(lease))
             .arg("GET");
-        let previous: Option<Vec<u8>> = self.query(&cmd).await?;
+        let previous: Option<Vec<u8>> = self.client.query(&cmd).await.map_err(StoreError::Redis)?;
         Ok(match previous {
             None => Found::Claimed,
             Some(value) if value == DONE => Found::Duplicate,
@@ -170,32 +93,19 @@ impl RedisStore {
     pub(crate) async fn commit(&self, key: &[u8], token: Token, ttl: Duration) -> Result<bool, StoreError> {
         let mut invocation = self.commit.prepare_invoke();
         invocation.key(key).arg(token.to_hex()).arg(millis(ttl));
-        Ok(self.invoke(&invocation).await? == 1)
+        Ok(self.client.invoke::<i64>(&invocation).await.map_err(StoreError::Redis)? == 1)
     }
 
     pub(crate) async fn release(&self, key: &[u8], token: Token) -> Result<bool, StoreError> {
         let mut invocation = self.release.prepare_invoke();
         invocation.key(key).arg(token.to_hex());
-        Ok(self.invoke(&invocation).await? == 1)
+        Ok(self.client.invoke::<i64>(&invocation).await.map_err(StoreError::Redis)? == 1)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self.query(&redis::cmd("PING")).await?;
+        let _: String = self.client.query(&redis::cmd("PING")).await.map_err(StoreError::Redis)?;
         Ok(())
     }
-}
-
-async fn cluster_connection(
-    (client, cell): &(ClusterClient, OnceCell<ClusterConnection>),
-) -> Result<ClusterConnection, StoreError> {
-    cell.get_or_try_init(|| client.get_async_connection())
-        .await
-        .cloned()
-        .map_err(redis_error)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[cfg(test)]
@@ -204,13 +114,9 @@ mod tests {
 
     #[tokio::test]
     async fn keys_have_a_fixed_length_whatever_the_id() {
-        let store = RedisStore::new(
-            &RedisUrls::One("redis://127.0.0.1:1".into()),
-            None,
-            "hg",
-            Duration::from_secs(1),
-        )
-        .expect("lazy store");
+        let urls = crate::config::RedisUrls::One("redis://127.0.0.1:1".into());
+        let client = RedisClient::new(&urls, None, Duration::from_secs(1)).expect("lazy client");
+        let store = RedisStore::new(client, "hg");
         let short = store.key("stripe", "a");
         let long = store.key("stripe", &"x".repeat(512));
         assert_eq!(short.len(), long.len());

@@ -1,0 +1,148 @@
+//! The Redis connection that the dedup store and the queue share: one node (a `ConnectionManager`, which
+//! pipelines concurrent commands on one connection and reconnects by itself) or a Redis Cluster (the
+//! cluster client, which follows slot moves). `rediss://` is verified against the public web roots, or
+//! against `redis_ca_file` for a private CA.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, ScriptInvocation, TlsCertificates};
+use tokio::sync::OnceCell;
+
+use crate::config::RedisUrls;
+
+#[derive(Clone)]
+enum Inner {
+    Single(redis::Client, ConnectionManager),
+    /// The cluster client connects on first use and is kept.
+    Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
+}
+
+/// A shared, lazily connected, self-reconnecting Redis connection.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may hold a password: never print them.
+        let kind = match self.inner {
+            Inner::Single(..) => "single",
+            Inner::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisClient").field("kind", &kind).finish()
+    }
+}
+
+/// A connection of its own, for commands that block (`XREADGROUP … BLOCK`) and must not stall the
+/// shared, pipelined one.
+pub enum Dedicated {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl RedisClient {
+    /// Sets up the connection without connecting: the first call connects, and later ones reconnect.
+    pub fn new(urls: &RedisUrls, ca_file: Option<&Path>, timeout: Duration) -> Result<Self, String> {
+        crate::tls::install_crypto_provider();
+        let invalid = |e: redis::RedisError| format!("dedup.redis_url: {e}");
+        let certificates = match ca_file {
+            Some(path) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(path).map_err(|e| format!("dedup.redis_ca_file: {}: {e}", path.display()))?,
+                ),
+            }),
+            None => None,
+        };
+        let inner = match urls {
+            RedisUrls::One(url) => {
+                let client = match certificates {
+                    Some(certificates) => redis::Client::build_with_tls(url.as_str(), certificates),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(invalid)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(2));
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(invalid)?;
+                Inner::Single(client, manager)
+            }
+            RedisUrls::Cluster(nodes) => {
+                let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                Inner::Cluster(Arc::new((builder.build().map_err(invalid)?, OnceCell::new())))
+            }
+        };
+        Ok(RedisClient { inner })
+    }
+
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
+        match &self.inner {
+            Inner::Single(_, manager) => cmd.query_async(&mut manager.clone()).await.map_err(|e| e.to_string()),
+            Inner::Cluster(cluster) => {
+                let mut connection = cluster_connection(cluster).await?;
+                cmd.query_async(&mut connection).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Runs a script with EVALSHA, loading it on NOSCRIPT.
+    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
+        async fn on<C: ConnectionLike, T: FromRedisValue>(c: &mut C, i: &ScriptInvocation<'_>) -> Result<T, String> {
+            i.invoke_async(c).await.map_err(|e| e.to_string())
+        }
+        match &self.inner {
+            Inner::Single(_, manager) => on(&mut manager.clone(), invocation).await,
+            Inner::Cluster(cluster) => on(&mut cluster_connection(cluster).await?, invocation).await,
+        }
+    }
+
+    /// A new connection, whose commands may block for up to `block` beyond the usual answer time.
+    pub async fn dedicated(&self, block: Duration) -> Result<Dedicated, String> {
+        let patience = block + Duration::from_secs(5);
+        match &self.inner {
+            Inner::Single(client, _) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(patience));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Dedicated::Single)
+                    .map_err(|e| e.to_string())
+            }
+            Inner::Cluster(cluster) => cluster.0.get_async_connection().await.map(Dedicated::Cluster).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Dedicated {
+    pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, String> {
+        match self {
+            Dedicated::Single(c) => cmd.query_async(c).await.map_err(|e| e.to_string()),
+            Dedicated::Cluster(c) => cmd.query_async(c).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+async fn cluster_connection(cluster: &(ClusterClient, OnceCell<ClusterConnection>)) -> Result<ClusterConnection, String> {
+    let (client, cell) = cluster;
+    cell.get_or_try_init(|| client.get_async_connection()).await.cloned().map_err(|e| e.to_string())
+}
+
+/// A duration in whole milliseconds, at least 1, for `PX` and scores.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
