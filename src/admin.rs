@@ -4,6 +4,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::dedup::DedupStore;
+use crate::forward::queue::Queue;
 
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
@@ -48,9 +51,25 @@ pub struct Admin {
     pub metrics: PrometheusHandle,
     pub health: Arc<Health>,
     pub dedup: Arc<DedupStore>,
+    /// The queues of the config now serving.
+    pub queues: Arc<ArcSwap<Vec<Arc<Queue>>>>,
 }
 
 impl Admin {
+    /// `{"source": {"depth": …, "pending": …, "delayed": …, "dead": …, "oldest_age_seconds": …}}`, or
+    /// `{"source": {"error": "…"}}` for a queue whose Redis does not answer.
+    async fn queue_stats(&self) -> Bytes {
+        let mut all = serde_json::Map::new();
+        for queue in self.queues.load().iter() {
+            let value = match queue.stats().await {
+                Ok(stats) => serde_json::to_value(stats).unwrap_or_default(),
+                Err(error) => serde_json::json!({ "error": error }),
+            };
+            all.insert(queue.source().to_owned(), value);
+        }
+        Bytes::from(serde_json::Value::Object(all).to_string())
+    }
+
     /// Ready when serving, not draining, and the dedup store answers (a Redis `PING`).
     async fn readiness(&self) -> Result<(), &'static str> {
         self.health.readiness()?;
@@ -73,6 +92,7 @@ impl Admin {
                     Bytes::from(format!("not ready: {reason}\n")),
                 ),
             },
+            "/admin/queues" => (StatusCode::OK, "application/json", self.queue_stats().await),
             _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
         };
         let mut response = Response::new(Full::new(body));

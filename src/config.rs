@@ -435,6 +435,73 @@ pub enum ForwardConfig {
     },
     /// Write each event as one JSON line on stdout.
     Stdout {},
+    /// Durable hand-off: append to a Redis Stream, answer `202` at once, and let delivery workers POST to
+    /// `url`, retrying with backoff, then dead-lettering. Needs `dedup.store = "redis"`.
+    Queue(QueueConfig),
+}
+
+/// `forward.kind = "queue"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Downstream URL, `http://` only.
+    pub url: String,
+    /// Timeout of one delivery attempt. Default `10s`.
+    #[serde(default = "default_forward_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Delivery attempts in all, the first included; then the event goes to the dead-letter stream.
+    /// Default 8.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before each retry: `initial`, times `multiplier` per attempt, at most `max`, with full jitter.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// An event a crashed replica was delivering is taken over after this long. Must exceed `timeout`.
+    /// Default `60s`.
+    #[serde(default = "default_reclaim_after", with = "humantime_serde")]
+    pub reclaim_after: Duration,
+    /// Deliveries in flight at once, per source, per replica. Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Cap on the stream's length (approximate trimming). Default: no cap. A cap drops the oldest
+    /// undelivered events when it is reached: set it only as a guard against unbounded growth.
+    #[serde(default)]
+    pub maxlen: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    /// First retry delay. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Growth per attempt. Default 2.0.
+    pub multiplier: f64,
+    /// Longest delay. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+
+fn default_reclaim_after() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_concurrency() -> usize {
+    16
 }
 
 fn default_forward_timeout() -> Duration {
@@ -662,6 +729,13 @@ impl Config {
                         .map_err(|msg| (key("allow_ips"), msg))?;
                 }
             }
+            if matches!(source.forward, ForwardConfig::Queue(_)) && self.dedup.store != StoreKind::Redis {
+                return Err((
+                    key("forward.kind"),
+                    "\"queue\" keeps events in Redis Streams: it needs dedup.store = \"redis\" (and its redis_url)"
+                        .into(),
+                ));
+            }
             if let ForwardConfig::Http { timeout, .. } = &source.forward
                 && *timeout >= self.dedup.lease
             {
@@ -741,6 +815,29 @@ impl SourceConfig {
             crate::forward::http::parse_url(url).map_err(|msg| ("forward.url", msg))?;
             if timeout.is_zero() {
                 return Err(("forward.timeout", "must be longer than zero".into()));
+            }
+        }
+        if let ForwardConfig::Queue(queue) = &self.forward {
+            crate::forward::http::parse_url(&queue.url).map_err(|msg| ("forward.url", msg))?;
+            if queue.timeout.is_zero() || queue.max_attempts == 0 || queue.concurrency == 0 {
+                return Err((
+                    "forward",
+                    "timeout, max_attempts and concurrency must be at least 1".into(),
+                ));
+            }
+            if queue.reclaim_after <= queue.timeout {
+                return Err((
+                    "forward.reclaim_after",
+                    "must be longer than forward.timeout: a delivery still running must not be taken over".into(),
+                ));
+            }
+            let backoff = &queue.backoff;
+            let multiplier_ok = !backoff.multiplier.is_nan() && backoff.multiplier >= 1.0;
+            if backoff.initial.is_zero() || backoff.max < backoff.initial || !multiplier_ok {
+                return Err((
+                    "forward.backoff",
+                    "initial must be above zero, max at least initial, multiplier at least 1.0".into(),
+                ));
             }
         }
         Ok(())
@@ -877,6 +974,34 @@ mod tests {
                 .expect_err("bad cidr")
                 .to_string()
                 .contains("10.0.0.0/33")
+        );
+    }
+
+    #[test]
+    fn a_queue_needs_redis_and_sane_settings() {
+        let queue = "kind = \"queue\", url = \"http://127.0.0.1:3000/\"";
+        let text = MINIMAL.replace("kind = \"stdout\"", queue);
+        let err = parse_str(&text).expect_err("memory store").to_string();
+        assert!(
+            err.contains("forward.kind") && err.contains("dedup.store = \"redis\""),
+            "{err}"
+        );
+        let on_redis = format!("[dedup]\nstore = \"redis\"\n{text}");
+        let config = parse_str(&on_redis).expect("queue on redis");
+        let ForwardConfig::Queue(queue) = &config.sources[0].forward else {
+            panic!("queue")
+        };
+        assert_eq!((queue.max_attempts, queue.concurrency), (8, 16));
+        assert_eq!(queue.backoff, BackoffConfig::default());
+        let short = on_redis.replace(
+            "url = \"http://127.0.0.1:3000/\"",
+            "url = \"http://x/\", reclaim_after = \"5s\"",
+        );
+        assert!(
+            parse_str(&short)
+                .expect_err("reclaim")
+                .to_string()
+                .contains("reclaim_after")
         );
     }
 

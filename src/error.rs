@@ -154,6 +154,8 @@ impl Rejection {
             Rejection::BadSignature(_) => Outcome::BadSignature,
             Rejection::EventId(_) => Outcome::BadRequest,
             Rejection::Forward(ForwardError::Timeout(_)) => Outcome::DownstreamTimeout,
+            // The queue could not take the event: nothing failed downstream, the sender should come back.
+            Rejection::Forward(ForwardError::Enqueue(_)) => Outcome::Unavailable,
             Rejection::Forward(_) => Outcome::DownstreamError,
             Rejection::InFlight { .. } => Outcome::InFlight,
             Rejection::Unavailable { .. } => Outcome::Unavailable,
@@ -191,6 +193,7 @@ impl Rejection {
             Rejection::RateLimited { retry_after, .. }
             | Rejection::InFlight { retry_after }
             | Rejection::Unavailable { retry_after, .. } => Some(*retry_after),
+            Rejection::Forward(ForwardError::Enqueue(_)) => Some(Duration::from_secs(5)),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ use crate::config::{AllowIp, Config, ConfigError, ForwardConfig, SourceConfig};
 use crate::dedup::DedupStore;
 use crate::forward::Handler;
 use crate::forward::http::{HttpClient, HttpHandler};
+use crate::forward::queue::Queue;
 use crate::forward::stdout::StdoutHandler;
 use crate::ingress::allowlist::Allowlist;
 use crate::ingress::client_ip::Resolver;
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub dedup: Arc<DedupStore>,
     pub inflight: Arc<AtomicUsize>,
     pub max_inflight: usize,
+    /// The sources with a `queue` handler, whose delivery workers the server runs.
+    pub queues: Vec<Arc<Queue>>,
 }
 
 impl Gateway {
@@ -67,7 +70,7 @@ impl Gateway {
             .iter()
             .enumerate()
             .map(|(i, source)| {
-                build_source(config, source, &shared.client).map_err(|(field, message)| ConfigError::Invalid {
+                build_source(config, source, shared).map_err(|(field, message)| ConfigError::Invalid {
                     path: path.to_owned(),
                     key: format!("source[{i}] ({:?}).{field}", source.name),
                     message,
@@ -75,6 +78,13 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, _>>()?;
         rate_limit::spawn_purge(sources.iter().map(|s| Arc::downgrade(&s.limiter)).collect());
+        let queues = sources
+            .iter()
+            .filter_map(|s| match &s.handler {
+                Handler::Queue(queue) => Some(queue.clone()),
+                _ => None,
+            })
+            .collect();
         Ok(Gateway {
             routes: Arc::new(Routes::new(sources)),
             client_ip: Resolver::new(config.client_ip.trusted_proxies.clone(), config.client_ip.header),
@@ -85,6 +95,7 @@ impl Gateway {
             dedup: shared.dedup.clone(),
             inflight: shared.inflight.clone(),
             max_inflight: config.server.max_inflight,
+            queues,
         })
     }
 }
@@ -92,8 +103,9 @@ impl Gateway {
 fn build_source(
     global: &Config,
     config: &SourceConfig,
-    client: &HttpClient,
+    shared: &Shared,
 ) -> Result<Arc<Source>, (&'static str, String)> {
+    let client = &shared.client;
     let mut allowed = Vec::new();
     for entry in &config.allow_ips {
         match entry {
@@ -120,6 +132,22 @@ fn build_source(
             Handler::Http(HttpHandler::new(client.clone(), url, *timeout).map_err(|e| ("forward.url", e))?)
         }
         ForwardConfig::Stdout {} => Handler::Stdout(StdoutHandler),
+        ForwardConfig::Queue(queue) => {
+            let redis = shared
+                .dedup
+                .redis()
+                .cloned()
+                .ok_or(("forward.kind", "\"queue\" needs dedup.store = \"redis\"".to_owned()))?;
+            let queue = Queue::new(
+                &config.name,
+                redis,
+                &global.dedup.key_prefix,
+                queue.clone(),
+                shared.client.clone(),
+            )
+            .map_err(|e| ("forward.url", e))?;
+            Handler::Queue(Arc::new(queue))
+        }
     };
     Ok(Arc::new(Source {
         name: Arc::from(config.name.as_str()),

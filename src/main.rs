@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use hookgate::config::{self, HmacAlgorithm, HmacConfig, SchemeKind, Secret, SignatureEncoding};
+use hookgate::forward::queue::{Queue, Replay};
 use hookgate::server::{self, Listeners};
 use hookgate::telemetry::{self, LogFormat};
 use hookgate::verify::Verifier;
@@ -50,6 +51,43 @@ enum Command {
     /// A demo downstream: answers POSTs with a status after a delay, and counts what it received
     /// (`GET /stats`). docker-compose and the benchmark use it.
     Echo(hookgate::echo::EchoArgs),
+    /// Queue operations.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Dead letters: events whose delivery failed `max_attempts` times.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Print depth, pending, delayed, dead and oldest-event age of every queued source, as JSON.
+    Stats {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// List a source's dead letters, one JSON object per line.
+    List {
+        source: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Put dead letters back on the queue, with their attempts reset.
+    Replay {
+        source: String,
+        /// One dead letter, by its entry id or its event id. Safe to run twice: it is replayed once.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<String>,
+        /// Every dead letter of the source.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -96,6 +134,17 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::Sign(args) => sign(args),
         Command::Probe { url, timeout } => probe(&url, timeout),
+        Command::Queue(QueueCommand::Stats { config }) => queue_stats(&config),
+        Command::Dead(DeadCommand::List { source, config }) => dead_list(&config, &source),
+        Command::Dead(DeadCommand::Replay {
+            source,
+            id,
+            all: _,
+            config,
+        }) => {
+            let which = id.map_or(Replay::All, Replay::One);
+            dead_replay(&config, &source, &which)
+        }
         Command::Echo(args) => runtime().and_then(|rt| rt.block_on(hookgate::echo::run(args, shutdown_signal()))),
     };
     match result {
@@ -218,6 +267,58 @@ fn probe(url: &str, timeout: Duration) -> Result<(), String> {
     } else {
         Err(format!("{url} answered {status}"))
     }
+}
+
+/// The queues of the config at `path`, connected to its Redis, without starting any worker.
+async fn queues(path: &Path) -> Result<Vec<std::sync::Arc<Queue>>, String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    let shared = hookgate::gateway::Shared {
+        client: hookgate::forward::http::client(),
+        dedup: hookgate::dedup::DedupStore::new(&config.dedup)?,
+        inflight: Default::default(),
+    };
+    let gateway = hookgate::gateway::Gateway::build(&config, &shared, path).map_err(|e| e.to_string())?;
+    Ok(gateway.queues)
+}
+
+async fn queue_named(path: &Path, source: &str) -> Result<std::sync::Arc<Queue>, String> {
+    queues(path)
+        .await?
+        .into_iter()
+        .find(|q| q.source() == source)
+        .ok_or_else(|| format!("{}: no source `{source}` with forward.kind = \"queue\"", path.display()))
+}
+
+fn queue_stats(path: &Path) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let mut all = serde_json::Map::new();
+        for queue in queues(path).await? {
+            let stats = queue.stats().await.map_err(|e| format!("{}: {e}", queue.source()))?;
+            all.insert(
+                queue.source().to_owned(),
+                serde_json::to_value(stats).map_err(|e| e.to_string())?,
+            );
+        }
+        println!("{}", serde_json::Value::Object(all));
+        Ok(())
+    })
+}
+
+fn dead_list(path: &Path, source: &str) -> Result<(), String> {
+    runtime()?.block_on(async {
+        for letter in queue_named(path, source).await?.dead_letters().await? {
+            println!("{}", serde_json::to_string(&letter).map_err(|e| e.to_string())?);
+        }
+        Ok(())
+    })
+}
+
+fn dead_replay(path: &Path, source: &str, which: &Replay) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let moved = queue_named(path, source).await?.replay(which).await?;
+        println!("replayed {moved} dead letter(s) of {source}");
+        Ok(())
+    })
 }
 
 fn check_config(path: &Path) -> Result<(), String> {

@@ -18,6 +18,12 @@ pub const BUILD_INFO: &str = "hookgate_build_info";
 pub const DEDUP_TOTAL: &str = "hookgate_dedup_total";
 pub const RATELIMIT_TRACKED_KEYS: &str = "hookgate_ratelimit_tracked_keys";
 pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
+pub const QUEUE_DELIVERIES_TOTAL: &str = "hookgate_queue_deliveries_total";
+pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
+pub const QUEUE_PENDING: &str = "hookgate_queue_pending";
+pub const QUEUE_DELAYED: &str = "hookgate_queue_delayed";
+pub const QUEUE_DEAD: &str = "hookgate_queue_dead_letters";
+pub const QUEUE_OLDEST_AGE: &str = "hookgate_queue_oldest_age_seconds";
 pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
@@ -71,6 +77,22 @@ fn describe() {
         CONFIG_RELOADS_TOTAL,
         "Config reloads by result: ok, or error (the old config stays)."
     );
+    describe_counter!(
+        QUEUE_DELIVERIES_TOTAL,
+        "Queue delivery attempts by source and result: delivered, retry, dead, unsettled."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Events in a source's queue stream: waiting or being delivered."
+    );
+    describe_gauge!(QUEUE_PENDING, "Events read by a delivery worker and not yet settled.");
+    describe_gauge!(QUEUE_DELAYED, "Events waiting for a retry.");
+    describe_gauge!(QUEUE_DEAD, "Events in a source's dead-letter stream.");
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest event not yet delivered."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -116,4 +138,17 @@ pub fn ratelimit_tracked_keys(tracked: usize) {
 /// `result` is `ok` or `error`.
 pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
+}
+
+/// `result` is `delivered`, `retry`, `dead` or `unsettled`.
+pub fn queue_delivery(source: &Arc<str>, result: &'static str) {
+    counter!(QUEUE_DELIVERIES_TOTAL, "source" => source.clone(), "result" => result).increment(1);
+}
+
+pub fn queue_stats(source: &Arc<str>, stats: &crate::forward::queue::QueueStats) {
+    gauge!(QUEUE_DEPTH, "source" => source.clone()).set(stats.depth as f64);
+    gauge!(QUEUE_PENDING, "source" => source.clone()).set(stats.pending as f64);
+    gauge!(QUEUE_DELAYED, "source" => source.clone()).set(stats.delayed as f64);
+    gauge!(QUEUE_DEAD, "source" => source.clone()).set(stats.dead as f64);
+    gauge!(QUEUE_OLDEST_AGE, "source" => source.clone()).set(stats.oldest_age_seconds);
 }

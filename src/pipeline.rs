@@ -243,6 +243,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 fn status_class(result: &Result<Accepted, ForwardError>) -> &'static str {
     match result {
+        Ok(Accepted::Queued) | Err(ForwardError::Enqueue(_)) => "queue",
         Ok(_) => "2xx",
         Err(ForwardError::Status(s)) if s.is_client_error() => "4xx",
         Err(ForwardError::Status(s)) if s.is_server_error() => "5xx",

@@ -17,7 +17,7 @@ use crate::config::RedisUrls;
 
 #[derive(Clone)]
 enum Inner {
-    Single(redis::Client, ConnectionManager),
+    Single(Arc<(redis::Client, ConnectionManager)>),
     /// The cluster client connects on first use and is kept.
     Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
 }
@@ -32,7 +32,7 @@ impl std::fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // URLs may hold a password: never print them.
         let kind = match self.inner {
-            Inner::Single(..) => "single",
+            Inner::Single(_) => "single",
             Inner::Cluster(_) => "cluster",
         };
         f.debug_struct("RedisClient").field("kind", &kind).finish()
@@ -73,7 +73,7 @@ impl RedisClient {
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(invalid)?;
-                Inner::Single(client, manager)
+                Inner::Single(Arc::new((client, manager)))
             }
             RedisUrls::Cluster(nodes) => {
                 let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
@@ -90,7 +90,7 @@ impl RedisClient {
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
         match &self.inner {
-            Inner::Single(_, manager) => cmd.query_async(&mut manager.clone()).await.map_err(|e| e.to_string()),
+            Inner::Single(single) => cmd.query_async(&mut single.1.clone()).await.map_err(|e| e.to_string()),
             Inner::Cluster(cluster) => {
                 let mut connection = cluster_connection(cluster).await?;
                 cmd.query_async(&mut connection).await.map_err(|e| e.to_string())
@@ -104,7 +104,7 @@ impl RedisClient {
             i.invoke_async(c).await.map_err(|e| e.to_string())
         }
         match &self.inner {
-            Inner::Single(_, manager) => on(&mut manager.clone(), invocation).await,
+            Inner::Single(single) => on(&mut single.1.clone(), invocation).await,
             Inner::Cluster(cluster) => on(&mut cluster_connection(cluster).await?, invocation).await,
         }
     }
@@ -113,7 +113,8 @@ impl RedisClient {
     pub async fn dedicated(&self, block: Duration) -> Result<Dedicated, String> {
         let patience = block + Duration::from_secs(5);
         match &self.inner {
-            Inner::Single(client, _) => {
+            Inner::Single(single) => {
+                let client = &single.0;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(Some(patience));
@@ -123,7 +124,12 @@ impl RedisClient {
                     .map(Dedicated::Single)
                     .map_err(|e| e.to_string())
             }
-            Inner::Cluster(cluster) => cluster.0.get_async_connection().await.map(Dedicated::Cluster).map_err(|e| e.to_string()),
+            Inner::Cluster(cluster) => cluster
+                .0
+                .get_async_connection()
+                .await
+                .map(Dedicated::Cluster)
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -137,9 +143,14 @@ impl Dedicated {
     }
 }
 
-async fn cluster_connection(cluster: &(ClusterClient, OnceCell<ClusterConnection>)) -> Result<ClusterConnection, String> {
+async fn cluster_connection(
+    cluster: &(ClusterClient, OnceCell<ClusterConnection>),
+) -> Result<ClusterConnection, String> {
     let (client, cell) = cluster;
-    cell.get_or_try_init(|| client.get_async_connection()).await.cloned().map_err(|e| e.to_string())
+    cell.get_or_try_init(|| client.get_async_connection())
+        .await
+        .cloned()
+        .map_err(|e| e.to_string())
 }
 
 /// A duration in whole milliseconds, at least 1, for `PX` and scores.

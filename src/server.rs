@@ -28,6 +28,7 @@ use tower::ServiceExt;
 use crate::admin::{Admin, Health};
 use crate::config::{self, Config, ConfigError};
 use crate::dedup::DedupStore;
+use crate::forward::queue::{self, Queue, Workers};
 use crate::gateway::{Gateway, Shared};
 use crate::ingress::client_ip::PeerAddr;
 use crate::ingress::connections::ConnectionLimit;
@@ -85,11 +86,15 @@ pub async fn run(
         tls,
     });
     let health = Arc::new(Health::default());
+    let queues = Arc::new(ArcSwap::from_pointee(gateway.queues.clone()));
     let admin = Admin {
         metrics: crate::metrics::install(),
         health: health.clone(),
         dedup: dedup.clone(),
+        queues: queues.clone(),
     };
+    let consumer = queue::consumer_name();
+    let mut workers = Workers::start(&gateway.queues, &consumer);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let settings = Settings {
@@ -116,15 +121,25 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(()) = reload.recv() => reload_config(&config, config_path, &shared, &live),
+            Some(()) = reload.recv() => {
+                if let Some(new_queues) = reload_config(&config, config_path, &shared, &live) {
+                    // The old workers finish their deliveries in the background; the new ones start now.
+                    let old = std::mem::replace(&mut workers, Workers::start(&new_queues, &consumer));
+                    tokio::spawn(old.stop(settings.grace));
+                    queues.store(Arc::new(new_queues));
+                }
+            }
         }
     }
     tracing::info!(grace = ?settings.grace, "shutting down: no new connections, draining in-flight requests");
     health.set_draining();
     let _ = stop_tx.send(true);
+    // Queue workers stop taking entries and finish what they hold, alongside the public drain.
+    let workers_done = tokio::spawn(workers.stop(settings.grace));
     if let Err(e) = public_task.await {
         tracing::error!(error = %e, "the public listener task failed");
     }
+    let _ = workers_done.await;
     // Requests cut at the end of the grace period released their claims in the background.
     dedup.flush(Duration::from_secs(2)).await;
     admin_task.abort();
@@ -134,7 +149,8 @@ pub async fn run(
 
 /// Reads, checks and builds the config again, then swaps it in; on any error the running config stays.
 /// `[server]` and `[dedup]` hold listeners and connections: changes there need a restart, and say so.
-fn reload_config(started: &Config, path: &Path, shared: &Shared, live: &Live) {
+/// Returns the new config's queues, whose workers the caller starts.
+fn reload_config(started: &Config, path: &Path, shared: &Shared, live: &Live) -> Option<Vec<Arc<Queue>>> {
     let built = config::load_or_embedded(path).and_then(|new| {
         let gateway = Gateway::build(&new, shared, path)?;
         let tls = match (&new.server.tls, &live.tls) {
@@ -158,10 +174,12 @@ fn reload_config(started: &Config, path: &Path, shared: &Shared, live: &Live) {
             }
             crate::metrics::config_reload("ok");
             tracing::info!(sources = new.sources.len(), "config reloaded");
+            Some(gateway.queues)
         }
         Err(error) => {
             crate::metrics::config_reload("error");
             tracing::error!(%error, "config reload failed; the previous config keeps serving");
+            None
         }
     }
 }

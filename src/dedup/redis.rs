@@ -49,7 +49,10 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("client", &self.client).field("prefix", &self.prefix).finish()
+        f.debug_struct("RedisStore")
+            .field("client", &self.client)
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -93,17 +96,31 @@ impl RedisStore {
     pub(crate) async fn commit(&self, key: &[u8], token: Token, ttl: Duration) -> Result<bool, StoreError> {
         let mut invocation = self.commit.prepare_invoke();
         invocation.key(key).arg(token.to_hex()).arg(millis(ttl));
-        Ok(self.client.invoke::<i64>(&invocation).await.map_err(StoreError::Redis)? == 1)
+        Ok(self
+            .client
+            .invoke::<i64>(&invocation)
+            .await
+            .map_err(StoreError::Redis)?
+            == 1)
     }
 
     pub(crate) async fn release(&self, key: &[u8], token: Token) -> Result<bool, StoreError> {
         let mut invocation = self.release.prepare_invoke();
         invocation.key(key).arg(token.to_hex());
-        Ok(self.client.invoke::<i64>(&invocation).await.map_err(StoreError::Redis)? == 1)
+        Ok(self
+            .client
+            .invoke::<i64>(&invocation)
+            .await
+            .map_err(StoreError::Redis)?
+            == 1)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self.client.query(&redis::cmd("PING")).await.map_err(StoreError::Redis)?;
+        let _: String = self
+            .client
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(StoreError::Redis)?;
         Ok(())
     }
 }

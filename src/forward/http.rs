@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -55,7 +55,29 @@ impl HttpHandler {
     }
 
     pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
-        let request = self.request(delivery);
+        let mut headers = HeaderMap::new();
+        for (name, value) in end_to_end_headers(delivery.event.headers()) {
+            headers.append(name, value.clone());
+        }
+        let outgoing = Outgoing {
+            source: delivery.source,
+            event_id: delivery.event_id.header_value(),
+            client_ip: &delivery.client_ip.to_string(),
+            request_id: delivery.request_id.clone(),
+            attempt: None,
+        };
+        self.send(outgoing, headers, delivery.event.body().clone()).await?;
+        Ok(Accepted::Forwarded)
+    }
+
+    /// POSTs `body` with the end-to-end `headers` and the gateway's own; `Ok` only on 2xx.
+    pub(crate) async fn send(
+        &self,
+        outgoing: Outgoing<'_>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(), ForwardError> {
+        let request = self.request(outgoing, headers, body);
         let exchange = async {
             let response = self
                 .client
@@ -74,33 +96,47 @@ impl HttpHandler {
             .await
             .map_err(|_| ForwardError::Timeout(self.timeout))??;
         if status.is_success() {
-            Ok(Accepted::Forwarded)
+            Ok(())
         } else {
             Err(ForwardError::Status(status))
         }
     }
 
-    fn request(&self, delivery: &Delivery<'_>) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(delivery.event.body().clone()));
+    fn request(&self, outgoing: Outgoing<'_>, headers: HeaderMap, body: Bytes) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.url.clone();
+        *request.headers_mut() = headers;
         let headers = request.headers_mut();
-        for (name, value) in end_to_end_headers(delivery.event.headers()) {
-            headers.append(name, value.clone());
-        }
         // Only the resolved client goes on: entries to its left came from the sender and could be forged.
-        if let Ok(client) = HeaderValue::from_str(&delivery.client_ip.to_string()) {
+        if let Ok(client) = HeaderValue::from_str(outgoing.client_ip) {
             headers.insert(FORWARDED_FOR, client);
         }
         headers.insert(
             SOURCE_HEADER,
-            HeaderValue::from_str(delivery.source).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            HeaderValue::from_str(outgoing.source).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
         );
-        headers.insert(EVENT_ID_HEADER, delivery.event_id.header_value());
-        headers.insert(REQUEST_ID_HEADER, delivery.request_id.clone());
+        headers.insert(EVENT_ID_HEADER, outgoing.event_id);
+        headers.insert(REQUEST_ID_HEADER, outgoing.request_id);
+        if let Some(attempt) = outgoing.attempt {
+            headers.insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
+        }
         request
     }
 }
+
+/// What the gateway adds to a forwarded event, besides its own headers and body.
+pub(crate) struct Outgoing<'a> {
+    pub source: &'a str,
+    pub event_id: HeaderValue,
+    pub client_ip: &'a str,
+    pub request_id: HeaderValue,
+    /// The queue's delivery attempt, counted from 1; `None` for synchronous delivery.
+    pub attempt: Option<u32>,
+}
+
+/// The queue's delivery attempt, counted from 1.
+pub const ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-hookgate-attempt");
 
 /// An error with its causes, since hyper's top-level messages ("client error (Connect)") hide the reason.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -2,6 +2,7 @@
 //! downstream_error`, a handler timeout `504 downstream_timeout`; either way the sender is told to retry.
 
 pub mod http;
+pub mod queue;
 pub mod stdout;
 
 use std::net::IpAddr;
@@ -24,6 +25,8 @@ pub enum ForwardError {
     Status(StatusCode),
     #[error("cannot write the event: {0}")]
     Io(String),
+    #[error("cannot append the event to the queue: {0}")]
+    Enqueue(String),
 }
 
 impl ForwardError {
@@ -35,6 +38,7 @@ impl ForwardError {
             ForwardError::Status(s) if s.is_server_error() => "downstream_error:status_5xx",
             ForwardError::Status(_) => "downstream_error:status_other",
             ForwardError::Io(_) => "downstream_error:io",
+            ForwardError::Enqueue(_) => "unavailable:queue",
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct Delivery<'a> {
 pub enum Handler {
     Http(http::HttpHandler),
     Stdout(stdout::StdoutHandler),
+    Queue(std::sync::Arc<queue::Queue>),
 }
 
 impl Handler {
@@ -64,6 +69,7 @@ impl Handler {
         match self {
             Handler::Http(h) => h.deliver(delivery).await,
             Handler::Stdout(h) => h.deliver(delivery).await,
+            Handler::Queue(q) => q.enqueue(delivery).await,
         }
     }
 }

@@ -59,5 +59,6 @@ mod forwarding;
 mod lifecycle;
 mod limits;
 mod operations;
+mod queue;
 mod schemes;
 mod traffic;

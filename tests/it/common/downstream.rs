@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 /// One request as the downstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: std::time::Instant,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -50,7 +51,12 @@ pub struct FakeDownstream {
 
 impl FakeDownstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind downstream");
+        Self::start_on(0).await
+    }
+
+    /// On a given loopback port (0: any free one).
+    pub async fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind downstream");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
@@ -122,6 +128,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         (status, behaviour.delay)
     };
     state.received.lock().expect("lock").push(Received {
+        at: std::time::Instant::now(),
         path: parts.uri.path().to_owned(),
         headers: parts.headers,
         body,

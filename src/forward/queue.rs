@@ -1,0 +1,670 @@
+//! The `queue` handler: durable hand-off on Redis Streams, shared by every replica.
+//!
+//! Accept: the verified event is appended (`XADD`) to `{prefix}:queue:{source}`; only once Redis has it is
+//! the dedup claim committed and the sender answered `202 queued`. If the append fails, the claim is
+//! released and the sender gets `503`, so it retries: an event is never acknowledged unless Redis has it.
+//!
+//! Deliver: in every replica, one reader per source reads with `XREADGROUP` in the consumer group
+//! `hookgate` and hands entries to at most `concurrency` deliveries. Each POSTs like the `http` handler,
+//! plus `x-hookgate-attempt`. Every outcome is one atomic Lua script:
+//! - delivered (2xx): `XACK` and `XDEL`;
+//! - failed, attempts left: into the sorted set `{prefix}:delayed:{source}`, scored by when it is due
+//!   (backoff with full jitter), then `XACK` and `XDEL`; a mover puts due entries back on the stream;
+//! - failed, no attempts left: into the dead-letter stream `{prefix}:dead:{source}` with the last error.
+//!
+//! A crash at any point loses nothing: until its script runs, an entry stays pending in the group, and
+//! `XAUTOCLAIM` hands it to a live consumer after `reclaim_after`. At worst an event is delivered twice
+//! (the crash came after the POST and before the script), which dedup downstream of hookgate, or the
+//! application, absorbs.
+//!
+//! The source name is a Redis Cluster hash tag (`hg:queue:{stripe}`): all of a source's keys live in one
+//! slot, so the scripts that touch two of them work on a cluster.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use redis::Script;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::http::{HttpHandler, Outgoing};
+use super::{Delivery, ForwardError, end_to_end_headers};
+use crate::config::{BackoffConfig, QueueConfig};
+use crate::error::Accepted;
+use crate::redis_client::{RedisClient, millis};
+
+const GROUP: &str = "hookgate";
+const FIELD: &str = "e";
+/// How long one `XREADGROUP` waits for new entries before the reader looks at its other duties.
+const BLOCK: Duration = Duration::from_millis(500);
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+const ACK: &str = r"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])";
+
+const RETRY: &str = r"
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])";
+
+const BURY: &str = r"
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])";
+
+const MOVE_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'e', member)
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due";
+
+const STATS: &str = r"
+local pending = 0
+local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if type(summary) == 'table' and summary[1] then pending = summary[1] end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first_event = false
+if first[1] then first_event = first[1][2][2] end
+local delayed = redis.call('ZRANGE', KEYS[2], 0, 0)
+return {redis.call('XLEN', KEYS[1]), pending, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]),
+        first_event, delayed[1] or false}";
+
+const REPLAY: &str = r"
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+  return 1
+end
+return 0";
+
+/// One queued event as it is stored: everything needed to deliver it as the `http` handler would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: String,
+    /// End-to-end headers whose values are text.
+    pub headers: Vec<(String, String)>,
+    /// End-to-end headers whose values are not text, base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binary_headers: Vec<(String, String)>,
+    /// The raw body, base64.
+    pub body: String,
+    pub client_ip: String,
+    pub request_id: String,
+    pub received_at_ms: u64,
+    /// Delivery attempts made so far.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Makes two otherwise equal retries distinct members of the delayed set.
+    #[serde(default)]
+    pub nonce: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Envelope {
+    fn new(delivery: &Delivery<'_>) -> Self {
+        let mut headers = Vec::new();
+        let mut binary_headers = Vec::new();
+        for (name, value) in end_to_end_headers(delivery.event.headers()) {
+            match value.to_str() {
+                Ok(text) => headers.push((name.as_str().to_owned(), text.to_owned())),
+                Err(_) => binary_headers.push((name.as_str().to_owned(), base64_encode(value.as_bytes()))),
+            }
+        }
+        Envelope {
+            event_id: delivery.event_id.as_str().to_owned(),
+            headers,
+            binary_headers,
+            body: base64_encode(delivery.event.body()),
+            client_ip: delivery.client_ip.to_string(),
+            request_id: delivery.request_id.to_str().unwrap_or_default().to_owned(),
+            received_at_ms: now_ms(),
+            attempt: 0,
+            last_error: None,
+            nonce: rand::random(),
+        }
+    }
+
+    fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        let text = self.headers.iter().map(|(n, v)| (n, HeaderValue::from_str(v).ok()));
+        let binary = self.binary_headers.iter().map(|(n, v)| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok();
+            (n, bytes.and_then(|b| HeaderValue::from_bytes(&b).ok()))
+        });
+        for (name, value) in text.chain(binary) {
+            if let (Ok(name), Some(value)) = (HeaderName::try_from(name.as_str()), value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The delay before the retry that follows `attempts` failed attempts: full jitter, uniform between zero
+/// and `min(max, initial × multiplier^(attempts − 1))`.
+pub fn backoff(config: &BackoffConfig, attempts: u32, unit: f64) -> Duration {
+    let exponent = i32::try_from(attempts.saturating_sub(1)).unwrap_or(i32::MAX);
+    let cap = config.initial.as_secs_f64() * config.multiplier.powi(exponent);
+    let cap = if cap.is_finite() {
+        cap.min(config.max.as_secs_f64())
+    } else {
+        config.max.as_secs_f64()
+    };
+    Duration::from_secs_f64(cap * unit.clamp(0.0, 1.0))
+}
+
+/// The keys of one source's queue.
+#[derive(Debug, Clone)]
+struct Keys {
+    stream: String,
+    delayed: String,
+    dead: String,
+}
+
+/// One source's queue: the accept side (enqueue), the delivery side (workers), and its operations.
+pub struct Queue {
+    source: Arc<str>,
+    redis: RedisClient,
+    keys: Keys,
+    config: QueueConfig,
+    http: HttpHandler,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    ack: Script,
+    retry: Script,
+    bury: Script,
+    move_due: Script,
+    replay: Script,
+    stats: Script,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("source", &self.source)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `hookgate queue stats` and `/admin/queues` report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueStats {
+    /// Events in the stream: waiting or being delivered.
+    pub depth: u64,
+    /// Of those, read by a consumer and not yet settled.
+    pub pending: u64,
+    /// Waiting for a retry.
+    pub delayed: u64,
+    /// In the dead-letter stream.
+    pub dead: u64,
+    /// Age of the oldest event not yet delivered, in seconds.
+    pub oldest_age_seconds: f64,
+}
+
+/// One dead letter, as `hookgate dead list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub entry_id: String,
+    pub event_id: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub received_at_ms: u64,
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// One, by its dead-letter entry id or its event id. Running it twice replays it once.
+    One(String),
+    All,
+}
+
+impl Queue {
+    pub fn new(
+        source: &str,
+        redis: RedisClient,
+        prefix: &str,
+        config: QueueConfig,
+        client: super::http::HttpClient,
+    ) -> Result<Self, String> {
+        let http = HttpHandler::new(client, &config.url, config.timeout)?;
+        Ok(Queue {
+            source: Arc::from(source),
+            redis,
+            keys: Keys {
+                stream: format!("{prefix}:queue:{{{source}}}"),
+                delayed: format!("{prefix}:delayed:{{{source}}}"),
+                dead: format!("{prefix}:dead:{{{source}}}"),
+            },
+            config,
+            http,
+            scripts: Scripts {
+                ack: Script::new(ACK),
+                retry: Script::new(RETRY),
+                bury: Script::new(BURY),
+                move_due: Script::new(MOVE_DUE),
+                replay: Script::new(REPLAY),
+                stats: Script::new(STATS),
+            },
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Appends a verified event. `Ok` means Redis has it.
+    pub(crate) async fn enqueue(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+        let envelope = Envelope::new(delivery);
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.keys.stream);
+        if let Some(maxlen) = self.config.maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(maxlen);
+        }
+        cmd.arg("*").arg(FIELD).arg(envelope.to_json());
+        let append = self.redis.query::<String>(&cmd);
+        match tokio::time::timeout(Duration::from_secs(5), append).await {
+            Ok(Ok(_)) => Ok(Accepted::Queued),
+            Ok(Err(e)) => Err(ForwardError::Enqueue(e)),
+            Err(_) => Err(ForwardError::Enqueue("redis did not answer within 5s".to_owned())),
+        }
+    }
+
+    /// Creates the consumer group (and the stream) when they do not exist yet.
+    async fn ensure_group(&self) -> Result<(), String> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM");
+        match self.redis.query::<String>(&cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delivers one entry and settles it. Returns the result label for metrics.
+    async fn deliver(&self, entry: &StreamId) -> &'static str {
+        let raw: Option<String> = entry.get(FIELD);
+        let Some(mut envelope) = raw.and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok()) else {
+            // Not ours to read: keep it for a person rather than drop it.
+            let payload = format!("{{\"unreadable_entry\":\"{}\"}}", entry.id);
+            return self.settle_dead(&entry.id, &payload).await;
+        };
+        envelope.attempt += 1;
+        let outgoing = Outgoing {
+            source: &self.source,
+            event_id: HeaderValue::from_str(&envelope.event_id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            client_ip: &envelope.client_ip,
+            request_id: HeaderValue::from_str(&envelope.request_id).unwrap_or_else(|_| HeaderValue::from_static("0")),
+            attempt: Some(envelope.attempt),
+        };
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&envelope.body)
+            .unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.http.send(outgoing, envelope.header_map(), Bytes::from(body)).await;
+        crate::metrics::forward(
+            &self.source,
+            if result.is_ok() { "2xx" } else { "error" },
+            started.elapsed(),
+        );
+        match result {
+            Ok(()) => self.settle(&self.scripts.ack, &entry.id, &[], "delivered").await,
+            Err(error) => {
+                envelope.last_error = Some(error.to_string());
+                if envelope.attempt >= self.config.max_attempts {
+                    tracing::warn!(source = %self.source, event_id = %envelope.event_id, attempts = envelope.attempt, %error, "delivery failed for the last time; dead-lettered");
+                    self.settle_dead(&entry.id, &envelope.to_json()).await
+                } else {
+                    let delay = backoff(&self.config.backoff, envelope.attempt, rand::random::<f64>());
+                    tracing::debug!(source = %self.source, event_id = %envelope.event_id, attempt = envelope.attempt, ?delay, %error, "delivery failed; will retry");
+                    envelope.nonce = rand::random();
+                    let due = now_ms() + millis(delay);
+                    self.settle(
+                        &self.scripts.retry,
+                        &entry.id,
+                        &[due.to_string(), envelope.to_json()],
+                        "retry",
+                    )
+                    .await
+                }
+            }
+        }
+    }
+
+    async fn settle_dead(&self, entry_id: &str, payload: &str) -> &'static str {
+        self.settle(&self.scripts.bury, entry_id, &[payload.to_owned()], "dead")
+            .await
+    }
+
+    /// Runs one settling script. A failure leaves the entry pending, to be reclaimed and delivered again.
+    async fn settle(&self, script: &Script, entry_id: &str, extra: &[String], result: &'static str) -> &'static str {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&self.keys.stream);
+        if result == "retry" {
+            invocation.key(&self.keys.delayed);
+        } else if result == "dead" {
+            invocation.key(&self.keys.dead);
+        }
+        invocation.arg(GROUP).arg(entry_id);
+        for arg in extra {
+            invocation.arg(arg);
+        }
+        match self.redis.invoke::<i64>(&invocation).await {
+            Ok(_) => {
+                crate::metrics::queue_delivery(&self.source, result);
+                result
+            }
+            Err(error) => {
+                tracing::warn!(source = %self.source, entry_id, %error, "cannot settle a delivery; it will be reclaimed");
+                crate::metrics::queue_delivery(&self.source, "unsettled");
+                "unsettled"
+            }
+        }
+    }
+
+    /// Puts retries that are due back on the stream.
+    async fn move_due(&self) -> Result<i64, String> {
+        let mut invocation = self.scripts.move_due.prepare_invoke();
+        invocation
+            .key(&self.keys.delayed)
+            .key(&self.keys.stream)
+            .arg(now_ms())
+            .arg(100);
+        self.redis.invoke(&invocation).await
+    }
+
+    /// Takes over entries that another consumer left pending for longer than `reclaim_after`.
+    async fn reclaim(&self, consumer: &str, count: usize) -> Result<Vec<StreamId>, String> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(millis(self.config.reclaim_after))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count);
+        let reply: StreamAutoClaimReply = self.redis.query(&cmd).await?;
+        Ok(reply.claimed)
+    }
+
+    /// A consistent snapshot: one script reads every number at the same instant.
+    pub async fn stats(&self) -> Result<QueueStats, String> {
+        let mut invocation = self.scripts.stats.prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.delayed)
+            .key(&self.keys.dead)
+            .arg(GROUP);
+        let (depth, pending, delayed, dead, first, first_delayed): (
+            u64,
+            u64,
+            u64,
+            u64,
+            Option<String>,
+            Option<String>,
+        ) = self.redis.invoke(&invocation).await?;
+        let oldest_ms = first
+            .into_iter()
+            .chain(first_delayed)
+            .filter_map(|raw| serde_json::from_str::<Envelope>(&raw).ok())
+            .map(|e| e.received_at_ms)
+            .min();
+        let oldest_age_seconds = oldest_ms.map_or(0.0, |ms| now_ms().saturating_sub(ms) as f64 / 1000.0);
+        Ok(QueueStats {
+            depth,
+            pending,
+            delayed,
+            dead,
+            oldest_age_seconds,
+        })
+    }
+
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, String> {
+        let reply: StreamRangeReply = self
+            .redis
+            .query(redis::cmd("XRANGE").arg(&self.keys.dead).arg("-").arg("+"))
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let envelope = entry
+                    .get::<String>(FIELD)
+                    .and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok());
+                DeadLetter {
+                    entry_id: entry.id.clone(),
+                    event_id: envelope.as_ref().map(|e| e.event_id.clone()).unwrap_or_default(),
+                    attempts: envelope.as_ref().map_or(0, |e| e.attempt),
+                    last_error: envelope.as_ref().and_then(|e| e.last_error.clone()),
+                    received_at_ms: envelope.as_ref().map_or(0, |e| e.received_at_ms),
+                }
+            })
+            .collect())
+    }
+
+    /// Moves dead letters back onto the queue with their attempts reset. Returns how many moved. Each move
+    /// is atomic and happens once: a dead letter already replayed is gone from the dead stream.
+    pub async fn replay(&self, which: &Replay) -> Result<usize, String> {
+        let reply: StreamRangeReply = self
+            .redis
+            .query(redis::cmd("XRANGE").arg(&self.keys.dead).arg("-").arg("+"))
+            .await?;
+        let mut moved = 0;
+        for entry in &reply.ids {
+            let Some(mut envelope) = entry
+                .get::<String>(FIELD)
+                .and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok())
+            else {
+                continue;
+            };
+            if let Replay::One(id) = which
+                && *id != entry.id
+                && *id != envelope.event_id
+            {
+                continue;
+            }
+            envelope.attempt = 0;
+            envelope.last_error = None;
+            let mut invocation = self.scripts.replay.prepare_invoke();
+            invocation
+                .key(&self.keys.dead)
+                .key(&self.keys.stream)
+                .arg(&entry.id)
+                .arg(envelope.to_json());
+            moved += usize::try_from(self.redis.invoke::<i64>(&invocation).await?).unwrap_or(0);
+        }
+        Ok(moved)
+    }
+}
+
+/// The delivery workers of one gateway: one reader per queued source, until told to stop.
+pub struct Workers {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Workers {
+    /// Starts a reader for each queue. `consumer` names this replica in the consumer groups.
+    pub fn start(queues: &[Arc<Queue>], consumer: &str) -> Self {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        for queue in queues {
+            tasks.spawn(read(queue.clone(), consumer.to_owned(), stop.clone(), tasks.clone()));
+        }
+        tasks.close();
+        Workers { stop, tasks }
+    }
+
+    /// Stops taking new entries and waits, at most `grace`, for deliveries under way. What is left stays
+    /// pending, for another replica to reclaim.
+    pub async fn stop(self, grace: Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("queue deliveries still running at the end of the grace period; they will be reclaimed");
+        }
+    }
+}
+
+/// This replica's consumer name: the host (the pod, on Kubernetes), the process, and a random suffix, so
+/// that two gateways in one process (or a restarted one reusing a pid) never share a consumer.
+pub fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hookgate".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// The reader of one source: reads new entries, reclaims abandoned ones, moves due retries, and hands
+/// entries to at most `concurrency` deliveries.
+async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, tasks: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(queue.config.concurrency));
+    let mut failures = 0u32;
+    let mut connection = None;
+    let mut last_reclaim = tokio::time::Instant::now();
+    let mut last_stats = tokio::time::Instant::now() - STATS_EVERY;
+    while !stop.is_cancelled() {
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = tokio::time::Instant::now();
+            if let Ok(stats) = queue.stats().await {
+                crate::metrics::queue_stats(&queue.source, &stats);
+            }
+        }
+        let step = async {
+            if connection.is_none() {
+                queue.ensure_group().await?;
+                connection = Some(queue.redis.dedicated(BLOCK).await?);
+            }
+            let _ = queue.move_due().await?;
+            let mut entries = Vec::new();
+            if last_reclaim.elapsed() >= queue.config.reclaim_after / 4 {
+                last_reclaim = tokio::time::Instant::now();
+                entries.extend(queue.reclaim(&consumer, slots.available_permits().max(1)).await?);
+            }
+            if entries.is_empty() {
+                // Read only as many entries as there are free delivery slots, and wait for one to free up.
+                if let Ok(slot) = slots.acquire().await {
+                    drop(slot);
+                }
+                let free = slots.available_permits().max(1);
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(free);
+                cmd.arg("BLOCK")
+                    .arg(millis(BLOCK))
+                    .arg("STREAMS")
+                    .arg(&queue.keys.stream)
+                    .arg(">");
+                let Some(dedicated) = connection.as_mut() else {
+                    return Ok(Vec::new());
+                };
+                let reply: Option<StreamReadReply> = dedicated.query(&cmd).await?;
+                entries.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids));
+            }
+            Ok::<_, String>(entries)
+        };
+        let entries = tokio::select! {
+            () = stop.cancelled() => break,
+            entries = step => entries,
+        };
+        match entries {
+            Ok(entries) => {
+                failures = 0;
+                for entry in entries {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let queue = queue.clone();
+                    tasks.spawn(async move {
+                        queue.deliver(&entry).await;
+                        drop(slot);
+                    });
+                }
+            }
+            Err(error) => {
+                connection = None;
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(source = %queue.source, %error, "queue reader cannot reach redis; retrying");
+                }
+                let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_by_the_multiplier_up_to_the_max_with_full_jitter() {
+        let config = BackoffConfig {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(5),
+        };
+        assert_eq!(backoff(&config, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(&config, 2, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(&config, 3, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(&config, 4, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(&config, 60, 1.0), Duration::from_secs(5), "no overflow");
+        assert_eq!(backoff(&config, 3, 0.0), Duration::ZERO);
+        assert_eq!(backoff(&config, 3, 0.5), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn envelopes_round_trip_through_json() {
+        let envelope = Envelope {
+            event_id: "evt_1".into(),
+            headers: vec![("stripe-signature".into(), "t=1,v1=ab".into())],
+            binary_headers: vec![("x-odd".into(), base64_encode(&[0xff, 0x20]))],
+            body: base64_encode(b"{\"a\":1}"),
+            client_ip: "203.0.113.9".into(),
+            request_id: "r1".into(),
+            received_at_ms: 1,
+            attempt: 2,
+            last_error: Some("the downstream answered 503".into()),
+            nonce: 7,
+        };
+        let back: Envelope = serde_json::from_str(&envelope.to_json()).expect("json");
+        assert_eq!(back, envelope);
+        let headers = back.header_map();
+        assert_eq!(headers["stripe-signature"], "t=1,v1=ab");
+        assert_eq!(headers["x-odd"].as_bytes(), &[0xff, 0x20]);
+    }
+}

@@ -1,0 +1,448 @@
+//! The queue handler against a real `redis-server`: 202 at once, retries with backoff, dead letters and
+//! replay, crash safety (SIGKILL of the real binary), two gateways on one stream, Redis down at accept,
+//! and a burst of 10 000 events.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookgate::config::{BackoffConfig, Config, ForwardConfig, OnStoreError, QueueConfig, RedisUrls, StoreKind};
+use hookgate::forward::queue::{Queue, QueueStats, Replay};
+use http::HeaderMap;
+
+use crate::common::downstream::Received;
+use crate::common::gateway::test_config;
+use crate::common::redis::RedisServer;
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
+
+fn queue_settings(url: String) -> QueueConfig {
+    QueueConfig {
+        url,
+        timeout: Duration::from_secs(2),
+        max_attempts: 5,
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(200),
+            multiplier: 2.0,
+            max: Duration::from_secs(1),
+        },
+        reclaim_after: Duration::from_secs(4),
+        concurrency: 16,
+        maxlen: None,
+    }
+}
+
+/// The test config, with `source` renamed after the test (its own metrics) and queued to the downstream.
+fn queued(downstream: &str, redis: &RedisServer, name: &str, settings: impl FnOnce(&mut QueueConfig)) -> Config {
+    let mut config = test_config(downstream);
+    config.dedup.store = StoreKind::Redis;
+    config.dedup.redis_url = RedisUrls::One(redis.url());
+    let source = config.sources.iter_mut().find(|s| s.name == "github").expect("github");
+    source.name = name.to_owned();
+    let mut queue = queue_settings(format!("{downstream}/github"));
+    settings(&mut queue);
+    source.forward = ForwardConfig::Queue(queue);
+    config
+}
+
+async fn send(gateway: &TestGateway, config: &Config, name: &str, id: &str) -> Reply {
+    let body = event_body(id);
+    Sender::default()
+        .post(&gateway.url("/github"), sign(config, name, &body, id), body)
+        .await
+}
+
+/// Waits, at most `limit`, until `done` holds.
+async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// The queue of `source` in `config`, for its statistics and dead letters.
+fn queue_of(config: &Config, source: &str) -> Queue {
+    let source = config.sources.iter().find(|s| s.name == source).expect("source");
+    let ForwardConfig::Queue(settings) = &source.forward else {
+        panic!("not queued")
+    };
+    let redis = hookgate::redis_client::RedisClient::new(&config.dedup.redis_url, None, Duration::from_secs(2))
+        .expect("client");
+    Queue::new(
+        &source.name,
+        redis,
+        &config.dedup.key_prefix,
+        settings.clone(),
+        hookgate::forward::http::client(),
+    )
+    .expect("queue")
+}
+
+fn attempts(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| r.header("x-hookgate-attempt").unwrap_or("-").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failing_downstream_is_retried_with_backoff_until_it_answers() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.answer(&[503, 503, 200]);
+    let config = queued(&downstream.url(""), &redis, "qretry", |_| {});
+    let gateway = TestGateway::start(config.clone()).await;
+
+    let started = Instant::now();
+    send(&gateway, &config, "qretry", "q-1").await.assert(202, "queued");
+    let answered = started.elapsed();
+    assert!(until(Duration::from_secs(10), || downstream.received().len() == 3).await);
+    let received = downstream.received();
+    assert_eq!(attempts(&received), ["1", "2", "3"]);
+    assert!(received.iter().all(|r| r.header("x-hookgate-event-id") == Some("q-1")));
+    // Full jitter: each wait is at most the backoff cap (200 ms, then 400 ms), plus the reader's tick.
+    let slack = Duration::from_millis(600);
+    assert!(received[1].at - received[0].at <= Duration::from_millis(200) + slack);
+    assert!(received[2].at - received[1].at <= Duration::from_millis(400) + slack);
+    assert!(
+        answered < received[2].at - started,
+        "the sender was answered before the delivery succeeded"
+    );
+
+    // The last delivery is acknowledged just after the downstream answers it.
+    let queue = queue_of(&config, "qretry");
+    let mut stats = queue.stats().await.expect("stats");
+    for _ in 0..100 {
+        if stats.depth == 0 {
+            break;
+        }
+        assert_eq!(
+            (stats.depth, stats.pending),
+            (1, 1),
+            "in flight, consistently: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stats = queue.stats().await.expect("stats");
+    }
+    assert_eq!(
+        (stats.depth, stats.pending, stats.delayed, stats.dead),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.answer(&[500]);
+    let config = queued(&downstream.url(""), &redis, "qdead", |q| {
+        q.max_attempts = 3;
+        q.backoff.initial = Duration::from_millis(50);
+    });
+    let gateway = TestGateway::start(config.clone()).await;
+    send(&gateway, &config, "qdead", "dead-1").await.assert(202, "queued");
+
+    let queue = queue_of(&config, "qdead");
+    let mut stats = QueueStats::default();
+    for _ in 0..250 {
+        stats = queue.stats().await.expect("stats");
+        if stats.dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((stats.dead, stats.depth, stats.delayed), (1, 0, 0), "{stats:?}");
+    assert_eq!(
+        attempts(&downstream.received()),
+        ["1", "2", "3"],
+        "max_attempts counts every POST"
+    );
+    let letters = queue.dead_letters().await.expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].event_id.as_str(), letters[0].attempts), ("dead-1", 3));
+    assert!(
+        letters[0].last_error.as_deref().is_some_and(|e| e.contains("500")),
+        "{letters:?}"
+    );
+
+    downstream.answer(&[200]);
+    assert_eq!(
+        queue.replay(&Replay::One("dead-1".to_owned())).await.expect("replay"),
+        1
+    );
+    assert_eq!(
+        queue.replay(&Replay::One("dead-1".to_owned())).await.expect("replay"),
+        0,
+        "safe to run twice"
+    );
+    assert!(until(Duration::from_secs(10), || downstream.received().len() == 4).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = downstream.received();
+    assert_eq!(received.len(), 4, "delivered once after the replay");
+    assert_eq!(
+        received[3].header("x-hookgate-attempt"),
+        Some("1"),
+        "attempts start over"
+    );
+    assert!(queue.dead_letters().await.expect("list").is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_stream_deliver_every_event_once() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let config = queued(&downstream.url(""), &redis, "qtwo", |q| q.concurrency = 4);
+    let a = Arc::new(TestGateway::start(config.clone()).await);
+    let b = Arc::new(TestGateway::start(config.clone()).await);
+    let sends: Vec<_> = (0..200)
+        .map(|i| {
+            let gateway = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let config = config.clone();
+            tokio::spawn(async move { send(&gateway, &config, "qtwo", &format!("two-{i}")).await })
+        })
+        .collect();
+    for task in sends {
+        task.await.expect("task").assert(202, "queued");
+    }
+    assert!(until(Duration::from_secs(20), || downstream.received().len() >= 200).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = downstream.received();
+    let ids: HashSet<_> = received
+        .iter()
+        .filter_map(|r| r.header("x-hookgate-event-id"))
+        .collect();
+    assert_eq!(ids.len(), 200, "every event delivered");
+    assert_eq!(received.len(), 200, "none delivered twice");
+}
+
+#[tokio::test]
+async fn with_redis_down_at_accept_the_sender_gets_503_and_nothing_is_forwarded() {
+    let mut redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let mut config = queued(&downstream.url(""), &redis, "qdown", |_| {});
+    // Without dedup in the way, the append itself is what fails.
+    config.dedup.on_store_error = OnStoreError::Accept;
+    let gateway = TestGateway::start(config.clone()).await;
+    redis.stop();
+    let reply = send(&gateway, &config, "qdown", "down-1").await;
+    reply.assert(503, "unavailable");
+    assert!(reply.headers.contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(downstream.received().is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_10000_events_is_accepted_then_drained_exactly_once() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let mut config = queued(&downstream.url(""), &redis, "qburst", |q| q.concurrency = 64);
+    // One loopback client sends everything: lift the per-IP limit, which would rightly refuse it.
+    config.rate_limit.per_second = 1_000_000;
+    config.rate_limit.burst = 1_000_000;
+    let gateway = Arc::new(TestGateway::start(config.clone()).await);
+    let total = 10_000;
+    let senders = 64;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..senders)
+        .map(|s| {
+            let (gateway, config) = (gateway.clone(), config.clone());
+            tokio::spawn(async move {
+                let sender = Sender::default();
+                for i in (s..total).step_by(senders) {
+                    let id = format!("burst-{i}");
+                    let body = event_body(&id);
+                    let reply = sender
+                        .post(&gateway.url("/github"), sign(&config, "qburst", &body, &id), body)
+                        .await;
+                    reply.assert(202, "queued");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+    let accepted = started.elapsed();
+    assert!(until(Duration::from_secs(120), || downstream.received().len() >= total).await);
+    let drained = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = downstream.received();
+    let ids: HashSet<_> = received
+        .iter()
+        .filter_map(|r| r.header("x-hookgate-event-id"))
+        .collect();
+    assert_eq!((ids.len(), received.len()), (total, total));
+    eprintln!(
+        "burst of {total}: accepted in {accepted:?} ({:.0}/s), all delivered after {drained:?} ({:.0}/s overall)",
+        total as f64 / accepted.as_secs_f64(),
+        total as f64 / drained.as_secs_f64()
+    );
+}
+
+/// The real binary with a queued source, on free ports.
+struct Process {
+    child: tokio::process::Child,
+    public: u16,
+    admin: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn spawn_gateway(config_text: &str, name: &str) -> Process {
+    let (public, admin) = (free_port(), free_port());
+    let text = config_text
+        .replace("PUBLIC", &public.to_string())
+        .replace("ADMIN", &admin.to_string());
+    let dir = std::env::temp_dir().join(format!("hookgate-queue-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(format!("{name}-{public}.toml"));
+    std::fs::write(&path, text).expect("write");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let process = Process { child, public, admin };
+    let ready = format!("http://127.0.0.1:{}/readyz", process.admin);
+    let up = {
+        let mut up = false;
+        for _ in 0..200 {
+            if Sender::default()
+                .try_send("GET", &ready, HeaderMap::new(), "")
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        up
+    };
+    assert!(up, "gateway ready");
+    process
+}
+
+fn process_config(redis: &RedisServer, downstream_port: u16) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:PUBLIC"
+admin_listen = "127.0.0.1:ADMIN"
+[dedup]
+store = "redis"
+redis_url = "{}"
+[[source]]
+name = "qcrash"
+path = "/github"
+scheme = "github"
+secrets = ["gh-secret"]
+[source.forward]
+kind = "queue"
+url = "http://127.0.0.1:{downstream_port}/github"
+timeout = "1s"
+reclaim_after = "2s"
+backoff = {{ initial = "300ms", multiplier = 2.0, max = "1s" }}
+"#,
+        redis.url()
+    )
+}
+
+async fn send_to(process: &Process, id: &str) -> Reply {
+    let config = test_config("http://127.0.0.1:1");
+    let body = event_body(id);
+    let url = format!("http://127.0.0.1:{}/github", process.public);
+    Sender::default()
+        .post(&url, sign(&config, "github", &body, id), body)
+        .await
+}
+
+#[tokio::test]
+async fn sigkill_after_the_202_and_before_delivery_loses_nothing() {
+    let redis = RedisServer::start();
+    // Nothing listens on the downstream's port yet: no delivery can happen before the kill.
+    let port = free_port();
+    let text = process_config(&redis, port);
+    let mut first = spawn_gateway(&text, "before").await;
+    send_to(&first, "crash-1").await.assert(202, "queued");
+    first.child.kill().await.expect("SIGKILL");
+
+    let downstream = FakeDownstream::start_on(port).await;
+    let second = spawn_gateway(&text, "before").await;
+    assert!(
+        until(Duration::from_secs(20), || !downstream.received().is_empty()).await,
+        "delivered after restart"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = downstream.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "delivered once: the first process's attempts never reached the downstream"
+    );
+    assert_eq!(received[0].header("x-hookgate-event-id"), Some("crash-1"));
+
+    let stats = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["queue", "stats", "--config"])
+        .arg(
+            std::env::temp_dir()
+                .join(format!("hookgate-queue-{}", std::process::id()))
+                .join(format!("before-{}.toml", second.public)),
+        )
+        .output()
+        .await
+        .expect("queue stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(stats["qcrash"]["depth"], 0, "{stats}");
+    assert_eq!(stats["qcrash"]["dead"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn sigkill_during_a_delivery_delivers_at_least_once() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    // The downstream holds the first delivery without answering: the process dies in the middle of it.
+    downstream.delay(Duration::from_secs(3600));
+    let text = process_config(&redis, downstream.addr.port());
+    let mut first = spawn_gateway(&text, "during").await;
+    send_to(&first, "crash-2").await.assert(202, "queued");
+    assert!(until(Duration::from_secs(10), || downstream.received().len() == 1).await);
+    first.child.kill().await.expect("SIGKILL");
+
+    downstream.delay(Duration::ZERO);
+    let _second = spawn_gateway(&text, "during").await;
+    // The entry is pending on the dead consumer; after reclaim_after (2 s) the new process takes it over.
+    assert!(
+        until(Duration::from_secs(20), || downstream.received().len() >= 2).await,
+        "redelivered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = downstream.received();
+    let duplicates = received.len() - 1;
+    assert_eq!(
+        duplicates, 1,
+        "the interrupted POST and the redelivery: one duplicate, stated"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|r| r.header("x-hookgate-event-id") == Some("crash-2"))
+    );
+}
