@@ -163,6 +163,29 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
         ["1", "2", "3"],
         "max_attempts counts every POST"
     );
+    // The CLI sees the same dead letter.
+    let cli_config = format!(
+        "[dedup]\nstore = \"redis\"\nredis_url = \"{}\"\n[[source]]\nname = \"qdead\"\npath = \"/github\"\nscheme = \"github\"\nsecrets = [\"x\"]\nforward = {{ kind = \"queue\", url = \"{}/github\" }}\n",
+        redis.url(),
+        downstream.url("")
+    );
+    let path = std::env::temp_dir().join(format!("hookgate-dead-cli-{}.toml", std::process::id()));
+    std::fs::write(&path, cli_config).expect("write");
+    let listed = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["dead", "list", "qdead", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("dead list");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let line: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON line");
+    assert_eq!(
+        (line["event_id"].as_str(), line["attempts"].as_u64()),
+        (Some("dead-1"), Some(3))
+    );
+
     let letters = queue.dead_letters().await.expect("list");
     assert_eq!(letters.len(), 1);
     assert_eq!((letters[0].event_id.as_str(), letters[0].attempts), ("dead-1", 3));
@@ -191,6 +214,47 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
         "attempts start over"
     );
     assert!(queue.dead_letters().await.expect("list").is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_whose_downstream_keeps_failing_does_not_starve_another() {
+    let redis = RedisServer::start();
+    let failing = FakeDownstream::start().await;
+    failing.answer(&[500]);
+    failing.delay(Duration::from_millis(300));
+    let healthy = FakeDownstream::start().await;
+    let mut config = queued(&failing.url(""), &redis, "qstuck", |q| {
+        q.concurrency = 2;
+        q.backoff.initial = Duration::from_millis(10);
+        q.max_attempts = 1000;
+    });
+    let other = config
+        .sources
+        .iter_mut()
+        .find(|s| s.name == "shopify")
+        .expect("shopify");
+    other.name = "qfine".to_owned();
+    other.forward = ForwardConfig::Queue(queue_settings(healthy.url("/shopify")));
+    let gateway = TestGateway::start(config.clone()).await;
+    for i in 0..20 {
+        send(&gateway, &config, "qstuck", &format!("stuck-{i}"))
+            .await
+            .assert(202, "queued");
+    }
+    let started = Instant::now();
+    for i in 0..20 {
+        let id = format!("fine-{i}");
+        let body = event_body(&id);
+        let reply = Sender::default()
+            .post(&gateway.url("/shopify"), sign(&config, "qfine", &body, &id), body)
+            .await;
+        reply.assert(202, "queued");
+    }
+    assert!(until(Duration::from_secs(10), || healthy.received().len() == 20).await);
+    // The failing source's two slots are busy with 300 ms failures all along; the other source is not held up.
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(failing.received().len() >= 2);
     gateway.stop().await;
 }
 
