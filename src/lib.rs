@@ -19,6 +19,7 @@
 //! - [`metrics`]: every metric name and label.
 //! - [`error`]: the one table from outcome to status.
 //! - [`echo`]: a demo downstream, for docker-compose and the benchmark.
+//! - [`loadgen`]: a webhook sender for load tests and the benchmark.
 //! - [`telemetry`]: logging setup.
 //! - [`tls`]: HTTPS on the public listener.
 
@@ -32,6 +33,7 @@ pub mod error;
 pub mod forward;
 pub mod gateway;
 pub mod ingress;
+pub mod loadgen;
 pub mod metrics;
 pub mod pipeline;
 pub mod redis_client;

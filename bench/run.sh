@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# hookgate against a plain proxy, side by side on this machine, in one run. See bench/README.md.
+#
+#   bench/run.sh            # 5 rounds of 5 s per variant, interleaved
+#   bench/run.sh --smoke    # 1 round of 1 s: checks that the suite still runs
+#
+# Every variant is driven by the same client (hookgate loadgen: signed 1 KiB JSON events, 64 keep-alive
+# connections, closed loop) against the same downstream (hookgate echo):
+#   direct         loadgen -> echo                                   (the ceiling)
+#   nginx          loadgen -> nginx proxy_pass, upstream keepalive -> echo
+#   hookgate_mem   loadgen -> hookgate (verify + memory dedup + http) -> echo
+#   hookgate_redis loadgen -> hookgate (verify + Redis dedup + http) -> echo, private redis-server
+#   queue_accept   loadgen -> hookgate (verify + Redis dedup + queue): the accept rate (202); the
+#                  delivery workers drain to echo at the same time, on the same cores
+# Variants run in turn, round after round (A B C D E, A B C D E, ...), so that drift hits them all alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=5
+DURATION=5s
+CONNECTIONS=64
+if [ "${1:-}" = "--smoke" ]; then ROUNDS=1; DURATION=1s; fi
+VARIANTS=(direct nginx hookgate_mem hookgate_redis queue_accept)
+
+if ! command -v nginx >/dev/null 2>&1; then
+  echo "bench: installing nginx (Debian package)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+command -v redis-server >/dev/null || { echo "bench: redis-server is needed (scripts/test installs it)"; exit 1; }
+cargo build --release --quiet --bin hookgate
+BIN=$PWD/target/release/hookgate
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+ECHO=$(free_port); NGINX=$(free_port); REDIS=$(free_port)
+declare -A PORT ADMIN
+for v in hookgate_mem hookgate_redis queue_accept; do PORT[$v]=$(free_port); ADMIN[$v]=$(free_port); done
+
+"$BIN" echo --listen "127.0.0.1:$ECHO" >/dev/null 2>&1 & pids+=($!); ECHO_PID=$!
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --daemonize no >/dev/null 2>&1 &
+pids+=($!); REDIS_PID=$!
+
+cat > "$work/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$ECHO; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf"
+
+gateway_config() { # variant, dedup store, forward kind
+  cat <<TOML
+[server]
+listen = "127.0.0.1:${PORT[$1]}"
+admin_listen = "127.0.0.1:${ADMIN[$1]}"
+[rate_limit]
+per_second = 1000000
+burst = 1000000
+[dedup]
+store = "$2"
+redis_url = "redis://127.0.0.1:$REDIS"
+key_prefix = "$1"
+[[source]]
+name = "bench"
+path = "/webhooks/bench"
+scheme = "github"
+secrets = ["bench-secret"]
+[source.forward]
+kind = "$3"
+url = "http://127.0.0.1:$ECHO/webhooks/bench"
+TOML
+}
+declare -A PID
+gateway_config hookgate_mem memory http > "$work/mem.toml"
+gateway_config hookgate_redis redis http > "$work/redis.toml"
+gateway_config queue_accept redis queue > "$work/queue.toml"
+for pair in hookgate_mem:mem hookgate_redis:redis queue_accept:queue; do
+  v=${pair%%:*}; f=${pair##*:}
+  RUST_LOG=warn "$BIN" serve --config "$work/$f.toml" >/dev/null 2>"$work/$v.log" &
+  pids+=($!); PID[$v]=$!
+done
+for p in "$ECHO" "$NGINX" "$REDIS" "${PORT[@]}"; do wait_port "$p"; done
+NGINX_PIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
+
+url_of() {
+  case $1 in
+    direct) echo "http://127.0.0.1:$ECHO/webhooks/bench" ;;
+    nginx) echo "http://127.0.0.1:$NGINX/webhooks/bench" ;;
+    *) echo "http://127.0.0.1:${PORT[$1]}/webhooks/bench" ;;
+  esac
+}
+server_pids() {
+  case $1 in
+    direct) echo "" ;;
+    nginx) echo "$NGINX_PIDS" ;;
+    hookgate_mem) echo "${PID[$1]}" ;;
+    *) echo "${PID[$1]} $REDIS_PID" ;;
+  esac
+}
+cpu_ticks() { # summed utime+stime of the given pids, in clock ticks
+  local total=0
+  for pid in "$@"; do
+    set -- $(cut -d' ' -f14,15 "/proc/$pid/stat")
+    total=$((total + $1 + $2))
+  done
+  echo $total
+}
+rss_peak_kb() { local total=0; for pid in "$@"; do total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done; echo $total; }
+
+HZ=$(getconf CLK_TCK)
+runs="$work/runs.jsonl"
+: > "$runs"
+for round in $(seq 1 "$ROUNDS"); do
+  for v in "${VARIANTS[@]}"; do
+    servers=$(server_pids "$v")
+    before_server=$(cpu_ticks $servers); before_echo=$(cpu_ticks "$ECHO_PID")
+    "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret --duration "$DURATION" \
+      --connections "$CONNECTIONS" --json --quiet > "$work/report.json" &
+    LOADGEN=$!
+    sleep 0.2; before_loadgen=$(cpu_ticks "$LOADGEN")
+    wait "$LOADGEN"
+    after_server=$(cpu_ticks $servers); after_echo=$(cpu_ticks "$ECHO_PID")
+    rss=$( [ -n "$servers" ] && rss_peak_kb $(echo "$servers" | cut -d' ' -f1) || echo 0 )
+    [ "$v" = nginx ] && rss=$(rss_peak_kb $NGINX_PIDS)
+    python3 - "$v" "$round" "$HZ" "$((after_server - before_server))" "$((after_echo - before_echo))" "$rss" \
+      "$work/report.json" >> "$runs" <<'PY'
+import json, sys
+v, rnd, hz, server, echo, rss, path = sys.argv[1:]
+r = json.load(open(path))
+per_k = lambda ticks: int(ticks) / int(hz) / max(r["requests"], 1) * 1000
+print(json.dumps({"variant": v, "round": int(rnd), "requests": r["requests"], "rps": r["requests_per_second"],
+  "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"], "errors": r["errors"],
+  "by_status": r["by_status"], "cpu_s_per_1k": {"server": per_k(server), "echo": per_k(echo)},
+  "rss_peak_mib": int(rss) / 1024}))
+PY
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-15s round %s: %8.0f req/s  p50 %.2f ms  p99 %.2f ms  status %s" % (r["variant"], r["round"], r["rps"], r["p50_ms"], r["p99_ms"], r["by_status"]))' "$(tail -1 "$runs")"
+  done
+done
+
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+[ "${1:-}" = "--smoke" ] && out="$work/smoke" || out="bench/results/$stamp"
+mkdir -p "$(dirname "$out")"
+python3 bench/report.py "$runs" "$out" "$(nproc) cores, $(uname -r), $CONNECTIONS connections, 1 KiB bodies, $ROUNDS x $DURATION"
+if [ "${1:-}" = "--smoke" ]; then
+  cat "$out.md"
+  python3 -c "import json,sys; d=json.load(open('$out.json')); assert all(v['requests']>0 for v in d['variants'].values()), 'a variant sent nothing'"
+  echo "bench smoke: ok"
+else
+  echo "results: $out.json, $out.md, $out.png"
+fi
