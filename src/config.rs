@@ -435,6 +435,8 @@ pub enum ForwardConfig {
     },
     /// Write each event as one JSON line on stdout.
     Stdout {},
+    /// Accept and drop every event (`200 forwarded`): for measuring the gateway alone, never for real sources.
+    Discard {},
     /// Durable hand-off: append to a Redis Stream, answer `202` at once, and let delivery workers POST to
     /// `url`, retrying with backoff, then dead-lettering. Needs `dedup.store = "redis"`.
     Queue(QueueConfig),

@@ -132,6 +132,10 @@ fn build_source(
             Handler::Http(HttpHandler::new(client.clone(), url, *timeout).map_err(|e| ("forward.url", e))?)
         }
         ForwardConfig::Stdout {} => Handler::Stdout(StdoutHandler),
+        ForwardConfig::Discard {} => {
+            tracing::warn!(source = %config.name, "forward.kind = \"discard\": this source's events are dropped");
+            Handler::Discard
+        }
         ForwardConfig::Queue(queue) => {
             let redis = shared
                 .dedup

@@ -131,10 +131,15 @@ fn unix_now() -> i64 {
 }
 
 impl Shared {
+    /// No new events: the time is up, or every event was handed out.
     fn done(&self) -> bool {
-        let past_time = self.args.duration.is_some_and(|d| self.started.elapsed() >= d);
         let past_count = self.args.events.is_some_and(|n| self.next.load(Ordering::Relaxed) >= n);
-        past_time || past_count
+        self.time_up() || past_count
+    }
+
+    /// The run's duration is over: not even retries go out any more.
+    fn time_up(&self) -> bool {
+        self.args.duration.is_some_and(|d| self.started.elapsed() >= d)
     }
 
     /// A new event, or with probability `duplicates` a recent one again.
@@ -284,7 +289,7 @@ async fn deliver(shared: &Shared, connection: &mut Connection, results: &mut Res
             Err(_) => (None, None),
         };
         results.record(due.elapsed(), status, outcome, attempt > 0);
-        if status.is_some_and(|s| (200..300).contains(&s)) || attempt == shared.args.retry || shared.done() {
+        if status.is_some_and(|s| (200..300).contains(&s)) || attempt == shared.args.retry || shared.time_up() {
             return;
         }
         tokio::time::sleep(delay).await;

@@ -36,6 +36,9 @@ enum Command {
         /// Also reload when the config file changes (checked every 2 s), besides on SIGHUP.
         #[arg(long)]
         watch_config: bool,
+        /// Runtime worker threads. Default: one per core.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Check a config file, secrets included, and print a one-line summary.
     CheckConfig { path: PathBuf },
@@ -137,7 +140,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve { config, watch_config } => serve(config, watch_config),
+        Command::Serve {
+            config,
+            watch_config,
+            threads,
+        } => serve(config, watch_config, threads),
         Command::CheckConfig { path } => check_config(&path),
         Command::Sign(args) => sign(args),
         Command::Probe { url, timeout } => probe(&url, timeout),
@@ -165,13 +172,18 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+    runtime_with(None)
 }
 
-fn serve(path: Option<PathBuf>, watch_config: bool) -> Result<(), String> {
+fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.max(1));
+    }
+    builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn serve(path: Option<PathBuf>, watch_config: bool, threads: Option<usize>) -> Result<(), String> {
     let (config, path) = match path {
         Some(path) => (config::load(&path).map_err(|e| e.to_string())?, path),
         None if Path::new(DEFAULT_CONFIG).exists() => {
@@ -184,7 +196,7 @@ fn serve(path: Option<PathBuf>, watch_config: bool) -> Result<(), String> {
             (config::load_or_embedded(&path).map_err(|e| e.to_string())?, path)
         }
     };
-    let runtime = runtime()?;
+    let runtime = runtime_with(threads)?;
     runtime.block_on(async {
         let listeners = Listeners::bind(&config).await.map_err(|e| {
             format!(

@@ -62,6 +62,8 @@ pub enum Handler {
     Http(http::HttpHandler),
     Stdout(stdout::StdoutHandler),
     Queue(std::sync::Arc<queue::Queue>),
+    /// Drops the event: for benchmarks of the gateway alone.
+    Discard,
 }
 
 impl Handler {
@@ -70,6 +72,7 @@ impl Handler {
             Handler::Http(h) => h.deliver(delivery).await,
             Handler::Stdout(h) => h.deliver(delivery).await,
             Handler::Queue(q) => q.enqueue(delivery).await,
+            Handler::Discard => Ok(Accepted::Forwarded),
         }
     }
 }

@@ -58,6 +58,7 @@ mod dedup;
 mod forwarding;
 mod lifecycle;
 mod limits;
+mod loadgen;
 mod operations;
 mod queue;
 mod schemes;
