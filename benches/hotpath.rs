@@ -17,7 +17,10 @@ use http_body_util::Full;
 use tower::ServiceExt;
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A JSON event of about `size` bytes with its id first.
@@ -31,7 +34,10 @@ fn body(size: usize) -> Bytes {
 }
 
 fn headers(pairs: Vec<(http::HeaderName, String)>) -> HeaderMap {
-    pairs.into_iter().map(|(k, v)| (k, HeaderValue::from_str(&v).expect("value"))).collect()
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k, HeaderValue::from_str(&v).expect("value")))
+        .collect()
 }
 
 fn verification(c: &mut Criterion) {
@@ -39,12 +45,27 @@ fn verification(c: &mut Criterion) {
     for size in [1024, 64 * 1024] {
         let body = body(size);
         group.throughput(Throughput::Bytes(size as u64));
-        for scheme in [SchemeKind::Stripe, SchemeKind::Github, SchemeKind::Shopify, SchemeKind::Slack, SchemeKind::Standard] {
-            let secret = if scheme == SchemeKind::Standard { "whsec_c2VjcmV0LWtleS1ieXRlcw==" } else { "secret" };
-            let verifier = Verifier::new(scheme, None, &[Secret::new(secret)], Duration::from_secs(300)).expect("verifier");
+        for scheme in [
+            SchemeKind::Stripe,
+            SchemeKind::Github,
+            SchemeKind::Shopify,
+            SchemeKind::Slack,
+            SchemeKind::Standard,
+        ] {
+            let secret = if scheme == SchemeKind::Standard {
+                "whsec_c2VjcmV0LWtleS1ieXRlcw=="
+            } else {
+                "secret"
+            };
+            let verifier =
+                Verifier::new(scheme, None, &[Secret::new(secret)], Duration::from_secs(300)).expect("verifier");
             let signed = headers(verifier.sign(&body, "msg_1", now()));
             group.bench_with_input(BenchmarkId::new(scheme.as_str(), size), &size, |b, _| {
-                b.iter(|| verifier.verify(black_box(signed.clone()), black_box(body.clone()), now()).expect("valid"))
+                b.iter(|| {
+                    verifier
+                        .verify(black_box(signed.clone()), black_box(body.clone()), now())
+                        .expect("valid")
+                })
             });
         }
     }
@@ -53,20 +74,29 @@ fn verification(c: &mut Criterion) {
 
 fn event_ids(c: &mut Criterion) {
     let mut group = c.benchmark_group("event_id_json");
-    let verifier = Verifier::new(SchemeKind::Github, None, &[Secret::new("s")], Duration::from_secs(300)).expect("verifier");
+    let verifier =
+        Verifier::new(SchemeKind::Github, None, &[Secret::new("s")], Duration::from_secs(300)).expect("verifier");
     for size in [1024, 64 * 1024] {
         let body = body(size);
-        let verified = verifier.verify(headers(verifier.sign(&body, "d", now())), body, now()).expect("valid");
+        let verified = verifier
+            .verify(headers(verifier.sign(&body, "d", now())), body, now())
+            .expect("valid");
         for (name, pointer) in [("first_key", "/id"), ("nested_missing", "/data/object/id")] {
-            let locator = Locator::new(Some(&EventIdSpec::Json(pointer.to_owned())), SchemeKind::Github).expect("locator");
-            group.bench_function(BenchmarkId::new(name, size), |b| b.iter(|| locator.extract(black_box(&verified))));
+            let locator =
+                Locator::new(Some(&EventIdSpec::Json(pointer.to_owned())), SchemeKind::Github).expect("locator");
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter(|| locator.extract(black_box(&verified)))
+            });
         }
     }
     group.finish();
 }
 
 fn whole_request(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let text = r#"
         [rate_limit]
         per_second = 1000000000
@@ -97,7 +127,9 @@ fn whole_request(c: &mut Criterion) {
     c.bench_function("stack/verify_memory_dedup_discard_1k", |b| {
         b.to_async(&runtime).iter(|| {
             n += 1;
-            let mut request = Request::post("/webhooks/bench").body(Full::new(body.clone())).expect("request");
+            let mut request = Request::post("/webhooks/bench")
+                .body(Full::new(body.clone()))
+                .expect("request");
             *request.headers_mut() = headers(verifier.sign(&body, &format!("d-{n}"), now()));
             request.extensions_mut().insert(peer);
             let service = stack.clone();

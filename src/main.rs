@@ -180,7 +180,10 @@ fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
     if let Some(threads) = threads {
         builder.worker_threads(threads.max(1));
     }
-    builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn serve(path: Option<PathBuf>, watch_config: bool, threads: Option<usize>) -> Result<(), String> {

@@ -8,7 +8,16 @@ use crate::common::{FakeDownstream, TestGateway};
 
 async fn loadgen(gateway: &TestGateway, args: &[&str]) -> serde_json::Value {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["loadgen", "--url", &gateway.url("/github"), "--secret", "gh-secret", "--scheme", "github", "--json"])
+        .args([
+            "loadgen",
+            "--url",
+            &gateway.url("/github"),
+            "--secret",
+            "gh-secret",
+            "--scheme",
+            "github",
+            "--json",
+        ])
         .args(args)
         .stderr(Stdio::inherit())
         .output()
@@ -29,14 +38,21 @@ async fn closed_loop_counts_add_up_and_duplicates_are_sent() {
     config.rate_limit.per_second = 1_000_000;
     config.rate_limit.burst = 1_000_000;
     let gateway = TestGateway::start(config).await;
-    let report = loadgen(&gateway, &["--events", "300", "--connections", "8", "--duplicates", "0.2"]).await;
+    let report = loadgen(
+        &gateway,
+        &["--events", "300", "--connections", "8", "--duplicates", "0.2"],
+    )
+    .await;
     let requests = report["requests"].as_u64().expect("requests");
     let forwarded = count(&report, "by_outcome", "forwarded");
     let duplicates = count(&report, "by_outcome", "duplicate") + count(&report, "by_outcome", "in_flight");
     assert_eq!(report["events"], 300);
     assert_eq!(forwarded, 300, "every new event forwarded once: {report}");
     assert_eq!(requests, forwarded + duplicates, "{report}");
-    assert!(duplicates > 20, "about a fifth of the requests repeat an event: {report}");
+    assert!(
+        duplicates > 20,
+        "about a fifth of the requests repeat an event: {report}"
+    );
     assert_eq!(downstream.received().len() as u64, forwarded);
     assert!(report["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
     gateway.stop().await;
@@ -61,8 +77,25 @@ async fn retries_follow_a_failing_answer() {
     let downstream = FakeDownstream::start().await;
     downstream.answer(&[500, 200]);
     let gateway = TestGateway::start(test_config(&downstream.url(""))).await;
-    let report = loadgen(&gateway, &["--events", "1", "--connections", "1", "--retry", "3", "--backoff", "10ms"]).await;
-    assert_eq!((report["requests"].as_u64(), report["retries"].as_u64()), (Some(2), Some(1)), "{report}");
+    let report = loadgen(
+        &gateway,
+        &[
+            "--events",
+            "1",
+            "--connections",
+            "1",
+            "--retry",
+            "3",
+            "--backoff",
+            "10ms",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (report["requests"].as_u64(), report["retries"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
     assert_eq!(count(&report, "by_outcome", "downstream_error"), 1);
     assert_eq!(count(&report, "by_outcome", "forwarded"), 1);
     gateway.stop().await;
