@@ -28,7 +28,9 @@ if ! command -v nginx >/dev/null 2>&1; then
 fi
 command -v redis-server >/dev/null || { echo "bench: redis-server is needed (scripts/test installs it)"; exit 1; }
 cargo build --release --quiet --bin hookgate
-BIN=$PWD/target/release/hookgate
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN=$target_dir/release/hookgate
+[ -x "$BIN" ] || { echo "bench: no binary at $BIN" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()
