@@ -428,3 +428,70 @@ async fn sigterm_during_load_completes_in_flight_requests_and_leaves_no_claim_in
         assert_eq!(value, b"1");
     }
 }
+
+#[tokio::test]
+async fn watch_config_reloads_when_the_file_changes() {
+    let downstream = FakeDownstream::start().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (public, admin) = (free(), free());
+    let one = ONE_SOURCE
+        .replace("DOWNSTREAM", &downstream.url(""))
+        .replace("127.0.0.1:0\"\nadmin", &format!("127.0.0.1:{public}\"\nadmin"))
+        .replace(
+            "admin_listen = \"127.0.0.1:0\"",
+            &format!("admin_listen = \"127.0.0.1:{admin}\""),
+        );
+    let path = temp_config("watched.toml", &one);
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--watch-config", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let sender = Sender::default();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    for _ in 0..200 {
+        if sender
+            .try_send("GET", &ready, HeaderMap::new(), "")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let shop = format!("http://127.0.0.1:{public}/shopify");
+    sender
+        .post(&shop, HeaderMap::new(), "{}")
+        .await
+        .assert(404, "not_found");
+
+    // No signal: only the file changes. The watcher looks every 2 s.
+    std::fs::write(
+        &path,
+        format!("{one}{}", SECOND_SOURCE.replace("DOWNSTREAM", &downstream.url(""))),
+    )
+    .expect("write");
+    let second = config::load(&path).expect("valid");
+    let body = event_body("watch-1");
+    let mut outcome = String::new();
+    for _ in 0..100 {
+        let reply = sender
+            .post(&shop, sign(&second, "reloadshop", &body, "watch-1"), body.clone())
+            .await;
+        outcome = reply.outcome().to_owned();
+        if outcome != "not_found" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outcome, "forwarded");
+}
