@@ -6,19 +6,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::common::Sender;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use crate::common::process::{BIN, free_port, wait_ready};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hookgate-it-{}", std::process::id()));
@@ -66,20 +57,6 @@ async fn run_sign(args: &[&str], body: &[u8]) -> HeaderMap {
             )
         })
         .collect()
-}
-
-async fn wait_ready(admin: u16, child: &mut Child) {
-    let sender = Sender::default();
-    for _ in 0..200 {
-        let url = format!("http://127.0.0.1:{admin}/readyz");
-        let reply = sender.try_send("GET", &url, HeaderMap::new(), "").await;
-        if reply.is_ok_and(|r| r.status == 200) {
-            return;
-        }
-        assert!(child.try_wait().expect("try_wait").is_none(), "hookgate exited early");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("hookgate did not become ready in 5 s");
 }
 
 #[tokio::test]

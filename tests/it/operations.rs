@@ -1,7 +1,6 @@
 //! Operability: exact counters, hot reload (in process and by SIGHUP), TLS, and shutdown under load.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::gateway::test_config;
+use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
 use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
 
@@ -191,83 +191,6 @@ async fn a_reload_adds_a_source_and_a_bad_file_keeps_the_old_config_serving() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn sighup_reloads_the_running_binary() {
-    let downstream = FakeDownstream::start().await;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let (public, admin) = (free(), free());
-    let one = ONE_SOURCE
-        .replace("DOWNSTREAM", &downstream.url(""))
-        .replace("127.0.0.1:0\"\nadmin", &format!("127.0.0.1:{public}\"\nadmin"))
-        .replace(
-            "admin_listen = \"127.0.0.1:0\"",
-            &format!("admin_listen = \"127.0.0.1:{admin}\""),
-        );
-    let path = temp_config("sighup.toml", &one);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let sender = Sender::default();
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    for _ in 0..200 {
-        if sender
-            .try_send("GET", &ready, HeaderMap::new(), "")
-            .await
-            .is_ok_and(|r| r.status == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let shop = format!("http://127.0.0.1:{public}/shopify");
-    sender
-        .post(&shop, HeaderMap::new(), "{}")
-        .await
-        .assert(404, "not_found");
-
-    std::fs::write(
-        &path,
-        format!("{one}{}", SECOND_SOURCE.replace("DOWNSTREAM", &downstream.url(""))),
-    )
-    .expect("write");
-    let second = config::load(&path).expect("valid");
-    let pid = child.id().expect("pid").to_string();
-    let hup = tokio::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(hup.success());
-    let body = event_body("hup-1");
-    let mut outcome = String::new();
-    for _ in 0..200 {
-        let reply = sender
-            .post(&shop, sign(&second, "reloadshop", &body, "hup-1"), body.clone())
-            .await;
-        outcome = reply.outcome().to_owned();
-        if outcome != "not_found" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(outcome, "forwarded");
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "still running after SIGHUP"
-    );
-}
-
 /// A certificate for 127.0.0.1 written to PEM files, and the trust store of a client that knows it.
 fn certificate(dir: &Path) -> (TlsConfig, rustls::RootCertStore) {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
@@ -429,63 +352,36 @@ async fn sigterm_during_load_completes_in_flight_requests_and_leaves_no_claim_in
     }
 }
 
-#[tokio::test]
-async fn watch_config_reloads_when_the_file_changes() {
-    let downstream = FakeDownstream::start().await;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let (public, admin) = (free(), free());
-    let one = ONE_SOURCE
+/// ONE_SOURCE on the ports `process::serve` picks.
+fn one_source_on_free_ports(downstream: &FakeDownstream) -> String {
+    ONE_SOURCE
         .replace("DOWNSTREAM", &downstream.url(""))
-        .replace("127.0.0.1:0\"\nadmin", &format!("127.0.0.1:{public}\"\nadmin"))
-        .replace(
-            "admin_listen = \"127.0.0.1:0\"",
-            &format!("admin_listen = \"127.0.0.1:{admin}\""),
-        );
-    let path = temp_config("watched.toml", &one);
-    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--watch-config", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+        .replace("admin_listen = \"127.0.0.1:0\"", "admin_listen = \"127.0.0.1:ADMIN\"")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:PUBLIC\"")
+}
+
+/// Rewrites the running binary's config with a second source, applies `reload`, and waits until the new
+/// source forwards an event.
+async fn second_source_serves_after(serving: &Serving, downstream: &FakeDownstream, reload: impl AsyncFnOnce()) {
+    let shop = format!("http://127.0.0.1:{}/shopify", serving.public);
     let sender = Sender::default();
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    for _ in 0..200 {
-        if sender
-            .try_send("GET", &ready, HeaderMap::new(), "")
-            .await
-            .is_ok_and(|r| r.status == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let shop = format!("http://127.0.0.1:{public}/shopify");
     sender
         .post(&shop, HeaderMap::new(), "{}")
         .await
         .assert(404, "not_found");
-
-    // No signal: only the file changes. The watcher looks every 2 s.
+    let text = std::fs::read_to_string(&serving.path).expect("read");
     std::fs::write(
-        &path,
-        format!("{one}{}", SECOND_SOURCE.replace("DOWNSTREAM", &downstream.url(""))),
+        &serving.path,
+        format!("{text}{}", SECOND_SOURCE.replace("DOWNSTREAM", &downstream.url(""))),
     )
     .expect("write");
-    let second = config::load(&path).expect("valid");
-    let body = event_body("watch-1");
+    let second = config::load(&serving.path).expect("valid");
+    reload().await;
+    let body = event_body("second-1");
     let mut outcome = String::new();
     for _ in 0..100 {
         let reply = sender
-            .post(&shop, sign(&second, "reloadshop", &body, "watch-1"), body.clone())
+            .post(&shop, sign(&second, "reloadshop", &body, "second-1"), body.clone())
             .await;
         outcome = reply.outcome().to_owned();
         if outcome != "not_found" {
@@ -494,4 +390,32 @@ async fn watch_config_reloads_when_the_file_changes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(outcome, "forwarded");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_running_binary() {
+    let downstream = FakeDownstream::start().await;
+    let mut serving = process::serve("sighup", &one_source_on_free_ports(&downstream), &[]).await;
+    let pid = serving.child.id().expect("pid").to_string();
+    second_source_serves_after(&serving, &downstream, async || {
+        let hup = tokio::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(hup.success());
+    })
+    .await;
+    assert!(
+        serving.child.try_wait().expect("try_wait").is_none(),
+        "still running after SIGHUP"
+    );
+}
+
+#[tokio::test]
+async fn watch_config_reloads_when_the_file_changes() {
+    let downstream = FakeDownstream::start().await;
+    let serving = process::serve("watched", &one_source_on_free_ports(&downstream), &["--watch-config"]).await;
+    // No signal: only the file changes, which the watcher notices within 2 s.
+    second_source_serves_after(&serving, &downstream, async || {}).await;
 }

@@ -3,16 +3,15 @@
 //! and a burst of 10 000 events.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookgate::config::{BackoffConfig, Config, ForwardConfig, OnStoreError, QueueConfig, RedisUrls, StoreKind};
 use hookgate::forward::queue::{Queue, QueueStats, Replay};
-use http::HeaderMap;
 
 use crate::common::downstream::Received;
 use crate::common::gateway::test_config;
+use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
 use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
 
@@ -171,7 +170,7 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
     );
     let path = std::env::temp_dir().join(format!("hookgate-dead-cli-{}.toml", std::process::id()));
     std::fs::write(&path, cli_config).expect("write");
-    let listed = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+    let listed = tokio::process::Command::new(process::BIN)
         .args(["dead", "list", "qdead", "--config"])
         .arg(&path)
         .output()
@@ -351,59 +350,6 @@ async fn a_burst_of_10000_events_is_accepted_then_drained_exactly_once() {
     );
 }
 
-/// The real binary with a queued source, on free ports.
-struct Process {
-    child: tokio::process::Child,
-    public: u16,
-    admin: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-async fn spawn_gateway(config_text: &str, name: &str) -> Process {
-    let (public, admin) = (free_port(), free_port());
-    let text = config_text
-        .replace("PUBLIC", &public.to_string())
-        .replace("ADMIN", &admin.to_string());
-    let dir = std::env::temp_dir().join(format!("hookgate-queue-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(format!("{name}-{public}.toml"));
-    std::fs::write(&path, text).expect("write");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let process = Process { child, public, admin };
-    let ready = format!("http://127.0.0.1:{}/readyz", process.admin);
-    let up = {
-        let mut up = false;
-        for _ in 0..200 {
-            if Sender::default()
-                .try_send("GET", &ready, HeaderMap::new(), "")
-                .await
-                .is_ok_and(|r| r.status == 200)
-            {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        up
-    };
-    assert!(up, "gateway ready");
-    process
-}
-
 fn process_config(redis: &RedisServer, downstream_port: u16) -> String {
     format!(
         r#"
@@ -429,7 +375,7 @@ backoff = {{ initial = "300ms", multiplier = 2.0, max = "1s" }}
     )
 }
 
-async fn send_to(process: &Process, id: &str) -> Reply {
+async fn send_to(process: &Serving, id: &str) -> Reply {
     let config = test_config("http://127.0.0.1:1");
     let body = event_body(id);
     let url = format!("http://127.0.0.1:{}/github", process.public);
@@ -442,14 +388,14 @@ async fn send_to(process: &Process, id: &str) -> Reply {
 async fn sigkill_after_the_202_and_before_delivery_loses_nothing() {
     let redis = RedisServer::start();
     // Nothing listens on the downstream's port yet: no delivery can happen before the kill.
-    let port = free_port();
+    let port = process::free_port();
     let text = process_config(&redis, port);
-    let mut first = spawn_gateway(&text, "before").await;
+    let mut first = process::serve("before", &text, &[]).await;
     send_to(&first, "crash-1").await.assert(202, "queued");
     first.child.kill().await.expect("SIGKILL");
 
     let downstream = FakeDownstream::start_on(port).await;
-    let second = spawn_gateway(&text, "before").await;
+    let second = process::serve("before", &text, &[]).await;
     assert!(
         until(Duration::from_secs(20), || !downstream.received().is_empty()).await,
         "delivered after restart"
@@ -463,13 +409,9 @@ async fn sigkill_after_the_202_and_before_delivery_loses_nothing() {
     );
     assert_eq!(received[0].header("x-hookgate-event-id"), Some("crash-1"));
 
-    let stats = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+    let stats = tokio::process::Command::new(process::BIN)
         .args(["queue", "stats", "--config"])
-        .arg(
-            std::env::temp_dir()
-                .join(format!("hookgate-queue-{}", std::process::id()))
-                .join(format!("before-{}.toml", second.public)),
-        )
+        .arg(&second.path)
         .output()
         .await
         .expect("queue stats");
@@ -485,13 +427,13 @@ async fn sigkill_during_a_delivery_delivers_at_least_once() {
     // The downstream holds the first delivery without answering: the process dies in the middle of it.
     downstream.delay(Duration::from_secs(3600));
     let text = process_config(&redis, downstream.addr.port());
-    let mut first = spawn_gateway(&text, "during").await;
+    let mut first = process::serve("during", &text, &[]).await;
     send_to(&first, "crash-2").await.assert(202, "queued");
     assert!(until(Duration::from_secs(10), || downstream.received().len() == 1).await);
     first.child.kill().await.expect("SIGKILL");
 
     downstream.delay(Duration::ZERO);
-    let _second = spawn_gateway(&text, "during").await;
+    let _second = process::serve("during", &text, &[]).await;
     // The entry is pending on the dead consumer; after reclaim_after (2 s) the new process takes it over.
     assert!(
         until(Duration::from_secs(20), || downstream.received().len() >= 2).await,

@@ -3,6 +3,7 @@
 
 pub mod downstream;
 pub mod gateway;
+pub mod process;
 pub mod redis;
 
 use std::time::{SystemTime, UNIX_EPOCH};
