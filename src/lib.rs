@@ -8,7 +8,8 @@
 //! - [`server`]: `run(config, listeners, shutdown)`: accept loops and graceful drain.
 //! - [`stack`]: the one place the request stack is assembled, first layer first.
 //! - [`respond`]: outermost layer; turns each request's fate into status, outcome header and metrics.
-//! - [`ingress`]: client IP, route (404/405), allowlist (403): all before the body is read.
+//! - [`ingress`]: client IP, route (404/405), load shedding (503), and the per-source gates: allowlist
+//!   (403) and rate limit (429). All before the body is read.
 //! - [`pipeline`]: body limit (413), verification (401), event id (400), dedup claim (200/409/503),
 //!   forwarding (502/504), commit or release.
 //! - [`verify`]: one module per signature scheme; the only builder of a `Verified` event.

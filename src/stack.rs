@@ -4,9 +4,10 @@
 use tower::ServiceBuilder;
 
 use crate::gateway::Gateway;
-use crate::ingress::allowlist::{AllowlistLayer, AllowlistService};
+use crate::ingress::allowlist::AllowlistCheck;
 use crate::ingress::client_ip::{ClientIpLayer, ClientIpService};
-use crate::ingress::rate_limit::{RateLimitLayer, RateLimitService};
+use crate::ingress::gate::{Gate, GateLayer};
+use crate::ingress::rate_limit::RateLimitCheck;
 use crate::ingress::route::{RouteLayer, RouteService};
 use crate::ingress::shed::{ShedLayer, ShedService};
 use crate::pipeline::Pipeline;
@@ -14,7 +15,7 @@ use crate::respond::{RespondLayer, RespondService};
 
 /// The assembled stack, named so that it can be stored and swapped whole.
 pub type GatewayService =
-    RespondService<ClientIpService<RouteService<ShedService<AllowlistService<RateLimitService<Pipeline>>>>>>;
+    RespondService<ClientIpService<RouteService<ShedService<Gate<Gate<Pipeline, RateLimitCheck>, AllowlistCheck>>>>>;
 
 pub fn build(gateway: &Gateway) -> GatewayService {
     ServiceBuilder::new()
@@ -29,8 +30,8 @@ pub fn build(gateway: &Gateway) -> GatewayService {
         .layer(ShedLayer::new(gateway.inflight.clone(), gateway.max_inflight))
         // Before the body is read: a refused client costs no memory and no HMAC. The allowlist comes
         // before the rate limit, so that denied addresses cannot use up the allowed ones' quota.
-        .layer(AllowlistLayer)
-        .layer(RateLimitLayer)
+        .layer(GateLayer(AllowlistCheck))
+        .layer(GateLayer(RateLimitCheck))
         // Body limit, verification (before any store lookup), event id, dedup claim, forwarding,
         // commit or release.
         .service(Pipeline::new(gateway.body, gateway.dedup.clone()))

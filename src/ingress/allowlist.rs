@@ -1,18 +1,12 @@
 //! Step 3, the allowlist: each source may list the CIDRs (IPv4 and IPv6) allowed to send; an empty list
 //! allows any address. A client outside it is `403 ip_denied`, before its body is read.
 
-use std::future::{Ready, ready};
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::Either;
-use http::Request;
 use ipnet::IpNet;
-use tower::{Layer, Service};
 
-use super::client_ip::ClientIp;
-use crate::error::{Accepted, Rejection};
+use super::gate::ClientCheck;
+use crate::error::Rejection;
 use crate::gateway::Source;
 
 /// The allowed addresses as sorted, merged, inclusive ranges per family, so that a lookup is a binary
@@ -76,45 +70,16 @@ impl Allowlist {
     }
 }
 
+/// The allowlist as a gate check: a client outside the source's list is `403 ip_denied`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AllowlistLayer;
+pub struct AllowlistCheck;
 
-impl<S> Layer<S> for AllowlistLayer {
-    type Service = AllowlistService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AllowlistService { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AllowlistService<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for AllowlistService<S>
-where
-    S: Service<Request<B>, Response = Accepted, Error = Rejection>,
-{
-    type Response = Accepted;
-    type Error = Rejection;
-    type Future = Either<Ready<Result<Accepted, Rejection>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Rejection>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let source = req.extensions().get::<Arc<Source>>();
-        let client = req.extensions().get::<ClientIp>();
-        // Without a routed source or a resolved client (a wiring mistake) the request is refused: fail closed.
-        let allowed = match (source, client) {
-            (Some(source), Some(client)) => source.allowlist.allows(client.0),
-            _ => false,
-        };
-        if allowed {
-            Either::Right(self.inner.call(req))
+impl ClientCheck for AllowlistCheck {
+    fn check(&self, source: &Source, client: IpAddr) -> Result<(), Rejection> {
+        if source.allowlist.allows(client) {
+            Ok(())
         } else {
-            Either::Left(ready(Err(Rejection::IpDenied)))
+            Err(Rejection::IpDenied)
         }
     }
 }

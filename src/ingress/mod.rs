@@ -3,6 +3,7 @@
 pub mod allowlist;
 pub mod client_ip;
 pub mod connections;
+pub mod gate;
 pub mod ip_ranges;
 pub mod rate_limit;
 pub mod route;

@@ -6,27 +6,22 @@
 //! Memory stays bounded: IPs whose bucket is full again are purged every 10 s, and past
 //! `max_tracked_keys` new IPs share one overflow bucket instead of growing the map.
 
-use std::future::{Ready, ready};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::Either;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
-use http::Request;
-use tower::{Layer, Service};
 
-use super::client_ip::ClientIp;
+use super::gate::ClientCheck;
 use crate::config::{RateLimitConfig, SourceRateLimit};
-use crate::error::{Accepted, Rejection};
+use crate::error::Rejection;
 use crate::gateway::Source;
 
 const PURGE_EVERY: Duration = Duration::from_secs(10);
@@ -218,45 +213,13 @@ pub fn spawn_purge(limiters: Vec<Weak<Limiter>>) {
     });
 }
 
+/// The rate limit as a gate check: a spent bucket is `429 rate_limited` with the time to the next token.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RateLimitLayer;
+pub struct RateLimitCheck;
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for RateLimitService<S>
-where
-    S: Service<Request<B>, Response = Accepted, Error = Rejection>,
-{
-    type Response = Accepted;
-    type Error = Rejection;
-    type Future = Either<Ready<Result<Accepted, Rejection>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Rejection>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let source = req.extensions().get::<Arc<Source>>();
-        let client = req.extensions().get::<ClientIp>();
-        let checked = match (source, client) {
-            (Some(source), Some(client)) => source.limiter.check(client.0).map_err(Rejection::from),
-            // Without a routed source or a resolved client (a wiring mistake) the request is refused.
-            _ => Err(Rejection::IpDenied),
-        };
-        match checked {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(rejection) => Either::Left(ready(Err(rejection))),
-        }
+impl ClientCheck for RateLimitCheck {
+    fn check(&self, source: &Source, client: IpAddr) -> Result<(), Rejection> {
+        source.limiter.check(client).map_err(Rejection::from)
     }
 }
 
