@@ -291,7 +291,7 @@ fn probe(url: &str, timeout: Duration) -> Result<(), String> {
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .map_err(|e| e.to_string())?;
         match tokio::time::timeout(timeout, client.request(request)).await {
-            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => Err(format!("{url}: {e}")),
             Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
         }

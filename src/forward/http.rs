@@ -1,31 +1,22 @@
-//! The `http` handler: POST to the source's URL over one pooled keep-alive client shared by every source,
-//! and wait for the answer. 2xx is `forwarded`; anything else, a connection error or the timeout fails.
+//! The `http` handler: POST to the source's URL over the keep-alive pool shared by every source, and wait
+//! for the answer. 2xx is `forwarded`; anything else, a connection error or the timeout fails.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 
 use super::{
     Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER, end_to_end_headers,
 };
 use crate::error::Accepted;
 
-/// The client every `http` handler shares, so connections to one downstream are pooled across sources.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub use super::pool::HttpClient;
 
+/// The client every `http` handler shares, so connections to one downstream are pooled across sources.
 pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+    HttpClient::default()
 }
 
 /// Checks that a downstream URL is `http://host[:port]/…`. TLS towards the downstream is not built in:
@@ -78,23 +69,10 @@ impl HttpHandler {
         body: Bytes,
     ) -> Result<(), ForwardError> {
         let request = self.request(outgoing, headers, body);
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| ForwardError::Connect(error_chain(&e)))?;
-            let status = response.status();
-            // Read the answer to its end so that the connection goes back to the pool.
-            let mut body = response.into_body();
-            while let Some(frame) = body.frame().await {
-                frame.map_err(|e| ForwardError::Connect(error_chain(&e)))?;
-            }
-            Ok(status)
-        };
-        let status = tokio::time::timeout(self.timeout, exchange)
+        let status = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| ForwardError::Timeout(self.timeout))??;
+            .map_err(|_| ForwardError::Timeout(self.timeout))?
+            .map_err(ForwardError::Connect)?;
         if status.is_success() {
             Ok(())
         } else {
@@ -137,18 +115,6 @@ pub(crate) struct Outgoing<'a> {
 
 /// The queue's delivery attempt, counted from 1.
 pub const ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-hookgate-attempt");
-
-/// An error with its causes, since hyper's top-level messages ("client error (Connect)") hide the reason.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {

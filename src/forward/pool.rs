@@ -1,0 +1,129 @@
+//! The client every `http` handler (and the queue's workers) share: a lean pool of keep-alive HTTP/1.1
+//! connections per downstream host. A request takes an idle connection (or opens one), is sent, its answer is
+//! read to the end, and the connection goes back to the pool. Only what a gateway in front of one application
+//! needs: no proxies, no TLS, no HTTP/2.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept per host; more are closed when they come back.
+const MAX_IDLE_PER_HOST: usize = 512;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+#[derive(Clone, Default)]
+pub struct HttpClient {
+    idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// Sends a request with an absolute `http://` URI, reads the answer to its end, and returns its status.
+    pub async fn request(&self, mut request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
+        let uri = request.uri().clone();
+        let authority = uri.authority().ok_or("the URL has no host")?.clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        *request.uri_mut() =
+            Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| e.to_string())?;
+        if !request.headers().contains_key(HOST) {
+            let value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+            request.headers_mut().insert(HOST, value);
+        }
+        // A pooled connection the server closed meanwhile fails before anything is sent: then, and only
+        // then, the request goes out once more on a new connection.
+        let mut sender = match self.checkout(&address).await {
+            Some(sender) => sender,
+            None => connect(&host, &address).await?,
+        };
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut error) => match error.take_message() {
+                Some(request) => {
+                    sender = connect(&host, &address).await?;
+                    sender.send_request(request).await.map_err(|e| error_chain(&e))?
+                }
+                None => return Err(error_chain(&error.into_error())),
+            },
+        };
+        let status = response.status();
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| error_chain(&e))?;
+        }
+        self.checkin(address, sender);
+        Ok(status)
+    }
+
+    /// An idle connection to `address` that is still open and ready for a request.
+    async fn checkout(&self, address: &str) -> Option<Sender> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.get_mut(address)?.pop()?
+            };
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn checkin(&self, address: String, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let senders = idle.entry(address).or_default();
+        if senders.len() < MAX_IDLE_PER_HOST {
+            senders.push(sender);
+        }
+    }
+}
+
+async fn connect(host: &str, address: &str) -> Result<Sender, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| format!("connecting to {host} timed out"))?
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "downstream connection closed with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// An error with its causes, since hyper's top-level messages ("client error (Connect)") hide the reason.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
