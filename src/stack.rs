@@ -1,5 +1,6 @@
 //! The one place the request stack is assembled. Read top to bottom: the first layer is the first to see
-//! a request. The order is the contract of DESIGN.md.
+//! a request. The order is part of the contract: the allowlist and the rate limit run before the body is read,
+//! and verification runs before any dedup-store lookup.
 
 use tower::ServiceBuilder;
 
