@@ -5,32 +5,26 @@ use std::time::Duration;
 use crate::common::gateway::test_config;
 use crate::common::{FakeDownstream, Sender, TestGateway, event_body, header, sign};
 
+/// Any answer but 2xx is a failed delivery, so that the sender retries: a 5xx, and a 4xx too.
 #[tokio::test]
-async fn a_downstream_5xx_is_a_502() {
+async fn a_downstream_answering_anything_but_2xx_is_a_502() {
     let downstream = FakeDownstream::start().await;
-    downstream.answer(&[500]);
     let config = test_config(&downstream.url(""));
     let gateway = TestGateway::start(config.clone()).await;
-    let body = event_body("evt_1");
-    let reply = Sender::default()
-        .post(&gateway.url("/stripe"), sign(&config, "stripe", &body, "evt_1"), body)
-        .await;
-    reply.assert(502, "downstream_error");
-    assert_eq!(downstream.received().len(), 1);
-    gateway.stop().await;
-}
-
-#[tokio::test]
-async fn a_downstream_4xx_is_also_a_failure() {
-    let downstream = FakeDownstream::start().await;
-    downstream.answer(&[404]);
-    let config = test_config(&downstream.url(""));
-    let gateway = TestGateway::start(config.clone()).await;
-    let body = event_body("evt_1");
-    let reply = Sender::default()
-        .post(&gateway.url("/stripe"), sign(&config, "stripe", &body, "evt_1"), body)
-        .await;
-    reply.assert(502, "downstream_error");
+    for (i, status) in [500, 503, 404, 400].into_iter().enumerate() {
+        downstream.answer(&[status]);
+        let id = format!("evt_{status}");
+        let body = event_body(&id);
+        let reply = Sender::default()
+            .post(&gateway.url("/stripe"), sign(&config, "stripe", &body, &id), body)
+            .await;
+        reply.assert(502, "downstream_error");
+        assert_eq!(
+            downstream.received().len(),
+            i + 1,
+            "{status}: delivered once, then refused"
+        );
+    }
     gateway.stop().await;
 }
 
