@@ -169,20 +169,18 @@ impl DedupStore {
         op: &'static str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        if let Backend::Memory(_) = self.backend {
+        let result = match self.backend {
             // No I/O and sub-microsecond: a timer or a latency sample per call would cost more than the call.
-            let result = work.await;
-            if result.is_err() {
-                crate::metrics::store_error(op);
+            Backend::Memory(_) => work.await,
+            Backend::Redis(_) => {
+                let started = Instant::now();
+                let result = tokio::time::timeout(self.timeout, work)
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+                crate::metrics::store_call(op, started.elapsed());
+                result
             }
-            return result;
-        }
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
-        crate::metrics::store_call(op, started.elapsed());
         if result.is_err() {
             crate::metrics::store_error(op);
         }

@@ -94,25 +94,28 @@ impl RedisStore {
     }
 
     pub(crate) async fn commit(&self, key: &[u8], token: Token, ttl: Duration) -> Result<bool, StoreError> {
-        let mut invocation = self.commit.prepare_invoke();
-        invocation.key(key).arg(token.to_hex()).arg(millis(ttl));
-        Ok(self
-            .client
-            .invoke::<i64>(&invocation)
-            .await
-            .map_err(StoreError::Redis)?
-            == 1)
+        self.if_token(&self.commit, key, token, Some(millis(ttl))).await
     }
 
     pub(crate) async fn release(&self, key: &[u8], token: Token) -> Result<bool, StoreError> {
-        let mut invocation = self.release.prepare_invoke();
+        self.if_token(&self.release, key, token, None).await
+    }
+
+    /// Runs a compare-the-token script; `true` when the token still matched and the script acted.
+    async fn if_token(
+        &self,
+        script: &Script,
+        key: &[u8],
+        token: Token,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = script.prepare_invoke();
         invocation.key(key).arg(token.to_hex());
-        Ok(self
-            .client
-            .invoke::<i64>(&invocation)
-            .await
-            .map_err(StoreError::Redis)?
-            == 1)
+        if let Some(ttl_ms) = ttl_ms {
+            invocation.arg(ttl_ms);
+        }
+        let acted: i64 = self.client.invoke(&invocation).await.map_err(StoreError::Redis)?;
+        Ok(acted == 1)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {

@@ -337,7 +337,7 @@ impl Queue {
             started.elapsed(),
         );
         match result {
-            Ok(()) => self.settle(&self.scripts.ack, &entry.id, &[], "delivered").await,
+            Ok(()) => self.settle(&self.scripts.ack, None, &entry.id, &[], "delivered").await,
             Err(error) => {
                 envelope.last_error = Some(error.to_string());
                 if envelope.attempt >= self.config.max_attempts {
@@ -348,31 +348,40 @@ impl Queue {
                     tracing::debug!(source = %self.source, event_id = %envelope.event_id, attempt = envelope.attempt, ?delay, %error, "delivery failed; will retry");
                     envelope.nonce = rand::random();
                     let due = now_ms() + millis(delay);
-                    self.settle(
-                        &self.scripts.retry,
-                        &entry.id,
-                        &[due.to_string(), envelope.to_json()],
-                        "retry",
-                    )
-                    .await
+                    let args = [due.to_string(), envelope.to_json()];
+                    self.settle(&self.scripts.retry, Some(&self.keys.delayed), &entry.id, &args, "retry")
+                        .await
                 }
             }
         }
     }
 
     async fn settle_dead(&self, entry_id: &str, payload: &str) -> &'static str {
-        self.settle(&self.scripts.bury, entry_id, &[payload.to_owned()], "dead")
-            .await
+        self.settle(
+            &self.scripts.bury,
+            Some(&self.keys.dead),
+            entry_id,
+            &[payload.to_owned()],
+            "dead",
+        )
+        .await
     }
 
-    /// Runs one settling script. A failure leaves the entry pending, to be reclaimed and delivered again.
-    async fn settle(&self, script: &Script, entry_id: &str, extra: &[String], result: &'static str) -> &'static str {
+    /// Runs one settling script on the stream and, for a retry or a dead letter, the key the entry moves to.
+    /// `result` labels the outcome in metrics. A failure leaves the entry pending, to be reclaimed and
+    /// delivered again.
+    async fn settle(
+        &self,
+        script: &Script,
+        moves_to: Option<&str>,
+        entry_id: &str,
+        extra: &[String],
+        result: &'static str,
+    ) -> &'static str {
         let mut invocation = script.prepare_invoke();
         invocation.key(&self.keys.stream);
-        if result == "retry" {
-            invocation.key(&self.keys.delayed);
-        } else if result == "dead" {
-            invocation.key(&self.keys.dead);
+        if let Some(key) = moves_to {
+            invocation.key(key);
         }
         invocation.arg(GROUP).arg(entry_id);
         for arg in extra {
