@@ -121,19 +121,19 @@ impl MemoryStore {
         Ok(Found::Claimed)
     }
 
-    pub(crate) fn commit(&self, key: &[u8], token: Token, ttl: Duration) -> bool {
+    /// Marks the id done for `ttl`, whoever holds it now: the event was delivered. `true` when the claim
+    /// was still ours.
+    pub(crate) fn commit(&self, key: &Arc<[u8]>, token: Token, ttl: Duration) -> bool {
         let mut shard = self.shard(key);
-        let Some((stored, entry)) = shard.map.get_key_value(key) else {
-            return false;
-        };
-        if !matches!(entry, Entry::InFlight { token: t, .. } if *t == token) {
+        let ours = matches!(shard.map.get(key), Some(Entry::InFlight { token: t, .. }) if *t == token);
+        // A key that is gone (its lease ran out and it was purged) comes back only within the bound.
+        if !shard.map.contains_key(key) && shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
             return false;
         }
-        let stored = stored.clone();
         let until = Instant::now() + ttl;
-        shard.map.insert(stored.clone(), Entry::Done { until });
-        shard.done.push_back((stored, until));
-        true
+        shard.map.insert(key.clone(), Entry::Done { until });
+        shard.done.push_back((key.clone(), until));
+        ours
     }
 
     pub(crate) fn release(&self, key: &[u8], token: Token) -> bool {
@@ -190,6 +190,10 @@ mod tests {
         token
     }
 
+    fn arc(key: &[u8]) -> Arc<[u8]> {
+        Arc::from(key)
+    }
+
     fn claim(store: &MemoryStore, key: &[u8]) -> Result<Found, StoreError> {
         store.claim(&Arc::from(key), Token::new(), LEASE)
     }
@@ -199,7 +203,7 @@ mod tests {
         let store = MemoryStore::start(1000);
         let token = claimed(&store, b"k");
         assert!(matches!(claim(&store, b"k"), Ok(Found::InFlight(Some(_)))));
-        assert!(store.commit(b"k", token, TTL));
+        assert!(store.commit(&arc(b"k"), token, TTL));
         assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
 
         tokio::time::advance(TTL - Duration::from_secs(1)).await;
@@ -220,15 +224,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_expired_lease_lets_a_new_claim_through_and_the_stale_token_can_do_nothing() {
+    async fn an_expired_lease_lets_a_new_claim_through_and_a_late_commit_still_marks_the_event_done() {
         let store = MemoryStore::start(1000);
         let stale = claimed(&store, b"k");
         tokio::time::advance(LEASE + Duration::from_millis(1)).await;
         let fresh = claimed(&store, b"k");
-        assert!(!store.commit(b"k", stale, TTL), "a stale token cannot commit");
         assert!(!store.release(b"k", stale), "a stale token cannot release");
         assert!(matches!(claim(&store, b"k"), Ok(Found::InFlight(_))));
-        assert!(store.commit(b"k", fresh, TTL));
+        // The stale holder delivered the event all the same: it is done, and the fresh holder's release
+        // cannot undo that.
+        assert!(
+            !store.commit(&arc(b"k"), stale, TTL),
+            "the commit says the lease was lost"
+        );
+        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
+        assert!(!store.release(b"k", fresh));
+        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
     }
 
     #[tokio::test(start_paused = true)]
@@ -238,7 +249,7 @@ mod tests {
         for i in 0..cap * 10 {
             let key = format!("id-{i}");
             let token = claimed(&store, key.as_bytes());
-            assert!(store.commit(key.as_bytes(), token, TTL));
+            assert!(store.commit(&Arc::from(key.as_bytes()), token, TTL));
             tokio::time::advance(Duration::from_millis(1)).await;
         }
         assert!(store.len() <= cap, "{} ids held, cap {cap}", store.len());

@@ -187,7 +187,7 @@ impl DedupStore {
         result
     }
 
-    async fn settle(&self, key: &[u8], token: Token, commit: bool) -> Result<bool, StoreError> {
+    async fn settle(&self, key: &Arc<[u8]>, token: Token, commit: bool) -> Result<bool, StoreError> {
         let op = if commit { "commit" } else { "release" };
         self.call(op, async {
             match (&self.backend, commit) {
@@ -201,7 +201,8 @@ impl DedupStore {
     }
 }
 
-/// A unique claim token: commit and release act only while the stored token is this one.
+/// A unique claim token: a release acts only while the stored token is this one, and a commit tells
+/// whether it still was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Token(u64);
 
@@ -230,8 +231,9 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// The event was delivered: remember its id for `ttl`. `Ok(false)` when the lease had run out and the
-    /// claim was lost (another request may deliver the event again).
+    /// The event was delivered: remember its id for `ttl`, even when the lease had run out meanwhile (the
+    /// event is delivered all the same). `Ok(false)` in that case: another request may have delivered it
+    /// too.
     pub async fn commit(mut self) -> Result<bool, StoreError> {
         self.settled = true;
         self.store.settle(&self.key, self.token, true).await
