@@ -6,6 +6,7 @@
 //! - [`config`]: typed, strict config; `load()` and `validate()`.
 //! - [`gateway`]: the runtime form of a config (secrets read, keys set up, routes built).
 //! - [`server`]: `run(config, listeners, shutdown)`: accept loops and graceful drain.
+//! - [`cores`]: one single-threaded runtime per core, which the public connections are spread over.
 //! - [`stack`]: the one place the request stack is assembled, first layer first.
 //! - [`respond`]: outermost layer; turns each request's fate into status, outcome header and metrics.
 //! - [`ingress`]: client IP, route (404/405), load shedding (503), and the per-source gates: allowlist
@@ -28,6 +29,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cores;
 pub mod dedup;
 pub mod echo;
 pub mod error;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use hookgate::config::{self, HmacAlgorithm, HmacConfig, SchemeKind, Secret, SignatureEncoding};
+use hookgate::cores::Cores;
 use hookgate::forward::queue::{Queue, Replay};
 use hookgate::server::{self, Listeners};
 use hookgate::telemetry::{self, LogFormat};
@@ -36,7 +37,8 @@ enum Command {
         /// Also reload when the config file changes (checked every 2 s), besides on SIGHUP.
         #[arg(long)]
         watch_config: bool,
-        /// Runtime worker threads. Default: one per core.
+        /// Threads serving the public connections, each with a runtime of its own; connections are
+        /// shared out among them in turn. Default: one per core.
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -172,15 +174,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    runtime_with(None)
-}
-
-fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads.max(1));
-    }
-    builder
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
@@ -199,7 +193,11 @@ fn serve(path: Option<PathBuf>, watch_config: bool, threads: Option<usize>) -> R
             (config::load_or_embedded(&path).map_err(|e| e.to_string())?, path)
         }
     };
-    let runtime = runtime_with(threads)?;
+    let runtime = runtime()?;
+    let cores = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let cores = Cores::start(cores).map_err(|e| format!("cannot start the runtimes: {e}"))?;
     runtime.block_on(async {
         let listeners = Listeners::bind(&config).await.map_err(|e| {
             format!(
@@ -207,6 +205,7 @@ fn serve(path: Option<PathBuf>, watch_config: bool, threads: Option<usize>) -> R
                 config.server.listen, config.server.admin_listen
             )
         })?;
+        let listeners = listeners.spread_over(cores);
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(reload_on_sighup(reload_tx.clone()));
         if watch_config {

@@ -1,6 +1,8 @@
 //! The Redis connection that the dedup store and the queue share: one node (a `ConnectionManager`, which
 //! pipelines concurrent commands on one connection and reconnects by itself) or a Redis Cluster (the
-//! cluster client, which follows slot moves). `rediss://` is verified against the public web roots, or
+//! cluster client, which follows slot moves). On one node each thread gets its own connection, driven
+//! by a task on that thread's runtime, so that a core's commands and answers never cross to another
+//! core. `rediss://` is verified against the public web roots, or
 //! against `redis_ca_file` for a private CA.
 
 use std::path::Path;
@@ -11,13 +13,30 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, Mul
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, ScriptInvocation, TlsCertificates};
+use thread_local::ThreadLocal;
 use tokio::sync::OnceCell;
 
 use crate::config::RedisUrls;
 
+struct Single {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Connected on the first command from each thread.
+    managers: ThreadLocal<ConnectionManager>,
+}
+
+impl Single {
+    fn manager(&self) -> Result<ConnectionManager, String> {
+        self.managers
+            .get_or_try(|| ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()))
+            .cloned()
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Clone)]
 enum Inner {
-    Single(Arc<(redis::Client, ConnectionManager)>),
+    Single(Arc<Single>),
     /// The cluster client connects on first use and is kept.
     Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
 }
@@ -72,8 +91,13 @@ impl RedisClient {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
-                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(invalid)?;
-                Inner::Single(Arc::new((client, manager)))
+                // Checks the settings now, so that a bad one fails at start rather than at the first event.
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(invalid)?;
+                Inner::Single(Arc::new(Single {
+                    client,
+                    config,
+                    managers: ThreadLocal::new(),
+                }))
             }
             RedisUrls::Cluster(nodes) => {
                 let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
@@ -90,7 +114,7 @@ impl RedisClient {
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
         match &self.inner {
-            Inner::Single(single) => cmd.query_async(&mut single.1.clone()).await.map_err(|e| e.to_string()),
+            Inner::Single(single) => cmd.query_async(&mut single.manager()?).await.map_err(|e| e.to_string()),
             Inner::Cluster(cluster) => {
                 let mut connection = cluster_connection(cluster).await?;
                 cmd.query_async(&mut connection).await.map_err(|e| e.to_string())
@@ -104,7 +128,7 @@ impl RedisClient {
             i.invoke_async(c).await.map_err(|e| e.to_string())
         }
         match &self.inner {
-            Inner::Single(single) => on(&mut single.1.clone(), invocation).await,
+            Inner::Single(single) => on(&mut single.manager()?, invocation).await,
             Inner::Cluster(cluster) => on(&mut cluster_connection(cluster).await?, invocation).await,
         }
     }
@@ -114,7 +138,7 @@ impl RedisClient {
         let patience = block + Duration::from_secs(5);
         match &self.inner {
             Inner::Single(single) => {
-                let client = &single.0;
+                let client = &single.client;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(Some(patience));

@@ -27,6 +27,7 @@ use tower::ServiceExt;
 
 use crate::admin::{Admin, Health};
 use crate::config::{self, Config, ConfigError};
+use crate::cores::Cores;
 use crate::dedup::DedupStore;
 use crate::forward::queue::{self, Queue, Workers};
 use crate::gateway::{Gateway, Shared};
@@ -34,17 +35,33 @@ use crate::ingress::client_ip::PeerAddr;
 use crate::ingress::connections::ConnectionLimit;
 use crate::stack::{self, GatewayService};
 
-/// The two listeners, bound before `run` so that tests can bind port 0 and read the real address.
+/// The two listeners, bound before `run` so that tests can bind port 0 and read the real address, and
+/// where the public connections are served.
 pub struct Listeners {
-    pub public: TcpListener,
-    pub admin: TcpListener,
+    public: TcpListener,
+    admin: TcpListener,
+    cores: Option<Arc<Cores>>,
 }
 
 impl Listeners {
+    pub fn new(public: TcpListener, admin: TcpListener) -> Self {
+        Listeners {
+            public,
+            admin,
+            cores: None,
+        }
+    }
+
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         let public = TcpListener::bind(config.server.listen).await?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
-        Ok(Listeners { public, admin })
+        Ok(Listeners::new(public, admin))
+    }
+
+    /// Serves the public connections on these per-core runtimes instead of the runtime `run` is on.
+    pub fn spread_over(mut self, cores: Cores) -> Self {
+        self.cores = Some(Arc::new(cores));
+        self
     }
 }
 
@@ -107,7 +124,14 @@ pub async fn run(
     ));
     // The admin port keeps answering while the public one drains, so that /readyz can report it.
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin));
-    let public_task = tokio::spawn(serve_public(listeners.public, live.clone(), limit, settings, stop_rx));
+    let public_task = tokio::spawn(serve_public(
+        listeners.public,
+        listeners.cores.clone(),
+        live.clone(),
+        limit,
+        settings,
+        stop_rx,
+    ));
     health.set_ready();
     tracing::info!(
         listen = %config.server.listen,
@@ -142,6 +166,10 @@ pub async fn run(
     let _ = workers_done.await;
     // Requests cut at the end of the grace period released their claims in the background.
     dedup.flush(Duration::from_secs(2)).await;
+    // Only now: the releases above may run on the cores. Stopping them joins their threads.
+    if let Some(cores) = listeners.cores {
+        let _ = tokio::task::spawn_blocking(move || drop(cores)).await;
+    }
     admin_task.abort();
     tracing::info!("stopped");
     Ok(())
@@ -192,6 +220,7 @@ struct Settings {
 
 async fn serve_public(
     listener: TcpListener,
+    cores: Option<Arc<Cores>>,
     live: Arc<Live>,
     limit: Arc<ConnectionLimit>,
     settings: Settings,
@@ -228,10 +257,27 @@ async fn serve_public(
                     peer,
                     handshake_timeout: settings.header_read,
                 };
-                connections.spawn(async move {
-                    connection.serve(stream).await;
-                    drop(slot);
-                });
+                match &cores {
+                    None => {
+                        connections.spawn(async move {
+                            connection.serve(stream).await;
+                            drop(slot);
+                        });
+                    }
+                    // Moved to the core's own reactor, where all of this connection's work then runs.
+                    Some(cores) => match stream.into_std() {
+                        Ok(stream) => {
+                            connections.spawn_on(async move {
+                                match TcpStream::from_std(stream) {
+                                    Ok(stream) => connection.serve(stream).await,
+                                    Err(error) => tracing::warn!(%error, "cannot move a connection to its core"),
+                                }
+                                drop(slot);
+                            }, cores.next());
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot move a connection to its core"),
+                    },
+                }
                 while connections.try_join_next().is_some() {}
             }
             _ = stop.changed() => break,

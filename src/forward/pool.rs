@@ -2,9 +2,13 @@
 //! connections per downstream host. A request takes an idle connection (or opens one), is sent, its answer is
 //! read to the end, and the connection goes back to the pool. Only what a gateway in front of one application
 //! needs: no proxies, no TLS, no HTTP/2.
+//!
+//! Each thread keeps its own idle connections: a connection is driven by a task on the runtime that
+//! opened it, so a request on one core never borrows a connection whose reads wake another core.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +17,7 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,10 +25,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_PER_HOST: usize = 512;
 
 type Sender = SendRequest<Full<Bytes>>;
+/// Idle connections by `host:port`, of one thread.
+type Idle = RefCell<HashMap<String, Vec<Sender>>>;
 
 #[derive(Clone, Default)]
 pub struct HttpClient {
-    idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
+    idle: Arc<ThreadLocal<Idle>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -77,10 +84,7 @@ impl HttpClient {
     /// An idle connection to `address` that is still open and ready for a request.
     async fn checkout(&self, address: &str) -> Option<Sender> {
         loop {
-            let mut sender = {
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.get_mut(address)?.pop()?
-            };
+            let mut sender = self.idle.get_or_default().borrow_mut().get_mut(address)?.pop()?;
             if !sender.is_closed() && sender.ready().await.is_ok() {
                 return Some(sender);
             }
@@ -91,7 +95,7 @@ impl HttpClient {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle.get_or_default().borrow_mut();
         let senders = idle.entry(address).or_default();
         if senders.len() < MAX_IDLE_PER_HOST {
             senders.push(sender);

@@ -419,3 +419,66 @@ async fn watch_config_reloads_when_the_file_changes() {
     // No signal: only the file changes, which the watcher notices within 2 s.
     second_source_serves_after(&serving, &downstream, async || {}).await;
 }
+
+#[tokio::test]
+async fn the_binary_spreads_connections_over_its_cores_and_dedups_across_them() {
+    let downstream = FakeDownstream::start().await;
+    let mut serving = process::serve("cores", &one_source_on_free_ports(&downstream), &["--threads", "3"]).await;
+    let pid = serving.child.id().expect("pid");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    for core in ["hookgate-core-0", "hookgate-core-1", "hookgate-core-2"] {
+        assert!(threads.iter().any(|t| t == core), "{core} in {threads:?}");
+    }
+    let config = config::load(&serving.path).expect("valid");
+    let url = format!("http://127.0.0.1:{}/github", serving.public);
+    // One sender, so one connection, per request: 30 connections, shared out over the 3 cores.
+    let send_all = async |offset: usize| {
+        let requests: Vec<_> = (0..30)
+            .map(|i| {
+                let id = format!("core-{}", (i + offset) % 30);
+                let body = event_body(&id);
+                let headers = sign(&config, "reloadgh", &body, &id);
+                let url = url.clone();
+                tokio::spawn(async move { Sender::default().post(&url, headers, body).await })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for request in requests {
+            replies.push(request.await.expect("task"));
+        }
+        replies
+    };
+    for reply in send_all(0).await {
+        reply.assert(200, "forwarded");
+    }
+    // The same ids again, each on another connection than the first time: every core sees the ids the
+    // others committed.
+    for reply in send_all(7).await {
+        reply.assert(200, "duplicate");
+    }
+    let mut ids: Vec<String> = downstream
+        .received()
+        .iter()
+        .filter_map(|r| r.header("x-github-delivery").map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(downstream.received().len(), 30);
+    assert_eq!(ids.len(), 30, "each event forwarded once");
+
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), serving.child.wait())
+        .await
+        .expect("stops within 10 s")
+        .expect("wait");
+    assert!(status.success(), "clean exit: {status:?}");
+}

@@ -91,7 +91,7 @@ impl TestGateway {
         let (tx, rx) = oneshot::channel();
         let (reload, reload_rx) = tokio::sync::mpsc::channel(4);
         let task = tokio::spawn(async move {
-            let listeners = Listeners { public, admin };
+            let listeners = Listeners::new(public, admin);
             let shutdown = async {
                 let _ = rx.await;
             };
