@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::Accepted;
 
-pub use super::pool::HttpClient;
+pub use super::pool::{HttpClient, Target};
 
 /// The client every `http` handler shares, so connections to one downstream are pooled across sources.
 pub fn client() -> HttpClient {
@@ -32,7 +32,7 @@ pub fn parse_url(url: &str) -> Result<Uri, String> {
 #[derive(Debug, Clone)]
 pub struct HttpHandler {
     client: HttpClient,
-    url: Uri,
+    target: Target,
     timeout: Duration,
 }
 
@@ -40,7 +40,7 @@ impl HttpHandler {
     pub fn new(client: HttpClient, url: &str, timeout: Duration) -> Result<Self, String> {
         Ok(HttpHandler {
             client,
-            url: parse_url(url)?,
+            target: Target::new(&parse_url(url)?)?,
             timeout,
         })
     }
@@ -69,7 +69,7 @@ impl HttpHandler {
         body: Bytes,
     ) -> Result<(), ForwardError> {
         let request = self.request(outgoing, headers, body);
-        let status = tokio::time::timeout(self.timeout, self.client.request(request))
+        let status = tokio::time::timeout(self.timeout, self.client.send(&self.target, request))
             .await
             .map_err(|_| ForwardError::Timeout(self.timeout))?
             .map_err(ForwardError::Connect)?;
@@ -83,7 +83,6 @@ impl HttpHandler {
     fn request(&self, outgoing: Outgoing<'_>, headers: HeaderMap, body: Bytes) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.url.clone();
         *request.headers_mut() = headers;
         let headers = request.headers_mut();
         // Only the resolved client goes on: entries to its left came from the sender and could be forged.

@@ -39,34 +39,59 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
+/// Where requests go, worked out once from an absolute `http://` URL: the pool key, the `Host` header
+/// and the path that goes on the request line.
+#[derive(Debug, Clone)]
+pub struct Target {
+    host: String,
+    /// `host:port`, which is also the pool's key.
+    address: String,
+    host_header: HeaderValue,
+    path: Uri,
+}
+
+impl Target {
+    pub fn new(uri: &Uri) -> Result<Self, String> {
+        let authority = uri.authority().ok_or("the URL has no host")?;
+        Ok(Target {
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            address: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
+            host_header: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+            path: Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 impl HttpClient {
     /// Sends a request with an absolute `http://` URI, reads the answer to its end, and returns its status.
-    pub async fn request(&self, mut request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
-        let uri = request.uri().clone();
-        let authority = uri.authority().ok_or("the URL has no host")?.clone();
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        *request.uri_mut() =
-            Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| e.to_string())?;
+    pub async fn request(&self, request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
+        let target = Target::new(request.uri())?;
+        self.send(&target, request).await
+    }
+
+    /// Sends a request to `target` (its own URI is replaced), reads the answer to its end, and returns
+    /// its status.
+    pub async fn send(&self, target: &Target, mut request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
+        let (host, address) = (&target.host, &target.address);
+        *request.uri_mut() = target.path.clone();
         if !request.headers().contains_key(HOST) {
-            let value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-            request.headers_mut().insert(HOST, value);
+            request.headers_mut().insert(HOST, target.host_header.clone());
         }
         // A pooled connection the server closed meanwhile fails before anything is sent: then, and only
         // then, the request goes out once more on a new connection.
-        let mut sender = match self.checkout(&address).await {
+        let mut sender = match self.checkout(address).await {
             Some(sender) => sender,
-            None => connect(&host, &address).await?,
+            None => connect(host, address).await?,
         };
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut error) => match error.take_message() {
                 Some(request) => {
-                    sender = connect(&host, &address).await?;
+                    sender = connect(host, address).await?;
                     sender.send_request(request).await.map_err(|e| error_chain(&e))?
                 }
                 None => return Err(error_chain(&error.into_error())),
@@ -91,12 +116,15 @@ impl HttpClient {
         }
     }
 
-    fn checkin(&self, address: String, sender: Sender) {
+    fn checkin(&self, address: &str, sender: Sender) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.get_or_default().borrow_mut();
-        let senders = idle.entry(address).or_default();
+        if !idle.contains_key(address) {
+            idle.insert(address.to_owned(), Vec::new());
+        }
+        let Some(senders) = idle.get_mut(address) else { return };
         if senders.len() < MAX_IDLE_PER_HOST {
             senders.push(sender);
         }
