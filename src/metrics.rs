@@ -1,10 +1,14 @@
 //! Every metric name and label in one place. Labels are bounded: a configured source name (or
 //! `_unknown`), an outcome, a reason, a status class. Never an IP address or an event id.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::Outcome;
@@ -35,11 +39,44 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// A metric with a source label and one more, as the hot path records it.
+type Key = (&'static str, Arc<str>, &'static str);
+
+thread_local! {
+    /// The hot path's handles, per thread: finding one is a hash of three short strings, where the
+    /// `metrics` macros build a label list and look it up in the shared registry on every call.
+    static COUNTERS: RefCell<HashMap<Key, Counter, foldhash::fast::RandomState>> = RefCell::default();
+    static HISTOGRAMS: RefCell<HashMap<Key, Histogram, foldhash::fast::RandomState>> = RefCell::default();
+    static STORE_DURATIONS: RefCell<HashMap<&'static str, Histogram, foldhash::fast::RandomState>> =
+        RefCell::default();
+    static INFLIGHT: RefCell<Option<Gauge>> = const { RefCell::new(None) };
+}
+
+/// The counter `name{source, label_name=label}`, from this thread's cache once the recorder is installed
+/// (a handle taken before would stay a no-op).
+fn source_counter(name: &'static str, source: &Arc<str>, label_name: &'static str, label: &'static str) -> Counter {
+    let make = || counter!(name, "source" => source.clone(), label_name => label);
+    if RECORDER.get().is_none() {
+        return make();
+    }
+    COUNTERS.with_borrow_mut(|cache| cache.entry((name, source.clone(), label)).or_insert_with(make).clone())
+}
+
+/// Like [`source_counter`], for a histogram.
+fn source_histogram(name: &'static str, source: &Arc<str>, label_name: &'static str, label: &'static str) -> Histogram {
+    let make = || histogram!(name, "source" => source.clone(), label_name => label);
+    if RECORDER.get().is_none() {
+        return make();
+    }
+    HISTOGRAMS.with_borrow_mut(|cache| cache.entry((name, source.clone(), label)).or_insert_with(make).clone())
+}
+
 /// Installs the Prometheus recorder once per process and returns its handle; later calls return the same
 /// handle, so several gateways in one test process share it.
 pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
+    RECORDER
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
@@ -99,9 +136,8 @@ fn describe() {
 
 /// Counts one answered request and, for a refusal, its reason.
 pub fn request(source: &Arc<str>, outcome: Outcome, reason: Option<&'static str>, elapsed: Duration) {
-    counter!(REQUESTS_TOTAL, "source" => source.clone(), "outcome" => outcome.as_str()).increment(1);
-    histogram!(REQUEST_DURATION, "source" => source.clone(), "outcome" => outcome.as_str())
-        .record(elapsed.as_secs_f64());
+    source_counter(REQUESTS_TOTAL, source, "outcome", outcome.as_str()).increment(1);
+    source_histogram(REQUEST_DURATION, source, "outcome", outcome.as_str()).record(elapsed.as_secs_f64());
     if let Some(reason) = reason {
         counter!(REJECTIONS_TOTAL, "source" => source.clone(), "reason" => reason).increment(1);
     }
@@ -109,22 +145,30 @@ pub fn request(source: &Arc<str>, outcome: Outcome, reason: Option<&'static str>
 
 /// Times one handler call; `status_class` is `2xx`, `4xx`, `5xx`, `timeout` or `error`.
 pub fn forward(source: &Arc<str>, status_class: &'static str, elapsed: Duration) {
-    histogram!(FORWARD_DURATION, "source" => source.clone(), "status_class" => status_class)
-        .record(elapsed.as_secs_f64());
+    source_histogram(FORWARD_DURATION, source, "status_class", status_class).record(elapsed.as_secs_f64());
 }
 
 pub fn inflight(delta: f64) {
-    gauge!(INFLIGHT_REQUESTS).increment(delta);
+    if RECORDER.get().is_none() {
+        return gauge!(INFLIGHT_REQUESTS).increment(delta);
+    }
+    INFLIGHT.with_borrow_mut(|cached| {
+        cached.get_or_insert_with(|| gauge!(INFLIGHT_REQUESTS)).increment(delta);
+    });
 }
 
 /// Counts one dedup claim; `result` is `claimed`, `duplicate`, `in_flight` or `store_error`.
 pub fn dedup(source: &Arc<str>, result: &'static str) {
-    counter!(DEDUP_TOTAL, "source" => source.clone(), "result" => result).increment(1);
+    source_counter(DEDUP_TOTAL, source, "result", result).increment(1);
 }
 
 /// Times one store call over the network; `op` is `claim`, `commit`, `release` or `ping`.
 pub fn store_call(op: &'static str, elapsed: Duration) {
-    histogram!(STORE_DURATION, "op" => op).record(elapsed.as_secs_f64());
+    let make = || histogram!(STORE_DURATION, "op" => op);
+    if RECORDER.get().is_none() {
+        return make().record(elapsed.as_secs_f64());
+    }
+    STORE_DURATIONS.with_borrow_mut(|cache| cache.entry(op).or_insert_with(make).record(elapsed.as_secs_f64()));
 }
 
 pub fn store_error(op: &'static str) {
