@@ -100,6 +100,17 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Moves the histograms' recorded samples into their buckets every few seconds. A scrape does it too,
+/// but without one (no Prometheus yet, or a slow one) the samples would pile up in memory.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     describe_counter!(REQUESTS_TOTAL, "Requests answered, by source and outcome.");
     describe_counter!(REJECTIONS_TOTAL, "Requests refused, by source and reason.");

@@ -104,8 +104,10 @@ pub async fn run(
     });
     let health = Arc::new(Health::default());
     let queues = Arc::new(ArcSwap::from_pointee(gateway.queues.clone()));
+    let metrics = crate::metrics::install();
+    let upkeep = tokio::spawn(crate::metrics::upkeep(metrics.clone()));
     let admin = Admin {
-        metrics: crate::metrics::install(),
+        metrics,
         health: health.clone(),
         dedup: dedup.clone(),
         queues: queues.clone(),
@@ -171,6 +173,7 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || drop(cores)).await;
     }
     admin_task.abort();
+    upkeep.abort();
     tracing::info!("stopped");
     Ok(())
 }

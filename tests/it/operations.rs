@@ -482,3 +482,30 @@ async fn the_binary_spreads_connections_over_its_cores_and_dedups_across_them() 
         .expect("wait");
     assert!(status.success(), "clean exit: {status:?}");
 }
+
+/// Every request records a latency sample, which the exporter keeps until it folds it into the buckets.
+/// Without a scrape, the gateway's own upkeep does that every 5 s, so memory does not grow with traffic.
+#[tokio::test(start_paused = true)]
+async fn latency_samples_do_not_pile_up_without_a_scrape() {
+    let downstream = FakeDownstream::start().await;
+    let gateway = TestGateway::start(test_config(&downstream.url(""))).await;
+    let sender = Sender::default();
+    let url = gateway.url("/nowhere");
+    // Everything runs on this thread, so its allocation count is the gateway's (and the client's).
+    let before = crate::alloc::net_on_this_thread();
+    let mut grown = Vec::new();
+    for _ in 0..6 {
+        for _ in 0..2000 {
+            sender.post(&url, HeaderMap::new(), "{}").await.assert(404, "not_found");
+        }
+        // Past the upkeep's 5 s tick.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        grown.push(crate::alloc::net_on_this_thread() - before);
+    }
+    eprintln!("bytes held after each 2000 requests and an upkeep: {grown:?}");
+    // Samples held for good would add 2000 x 8 bytes a round, at the very least.
+    assert!(
+        grown[5] - grown[1] < 4 * 2000 * 8 / 2,
+        "memory grows with traffic: {grown:?}"
+    );
+}
