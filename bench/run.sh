@@ -27,6 +27,13 @@ if ! command -v nginx >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 fi
 command -v redis-server >/dev/null || { echo "bench: redis-server is needed (scripts/test installs it)"; exit 1; }
+# The chart is drawn with matplotlib, from PyPI into a venv of the bench's own.
+venv=bench/.venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  echo "bench: installing matplotlib into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib==3.10.7
+fi
 cargo build --release --quiet --bin hookgate
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN=$target_dir/release/hookgate
@@ -165,10 +172,11 @@ done
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 [ "${1:-}" = "--smoke" ] && out="$work/smoke" || out="bench/results/$stamp"
 mkdir -p "$(dirname "$out")"
-python3 bench/report.py "$runs" "$out" "$(nproc) cores, $(uname -r), $CONNECTIONS connections, 1 KiB bodies, $ROUNDS x $DURATION"
+"$venv/bin/python" bench/report.py "$runs" "$out" "$(nproc) cores, $(uname -r), $CONNECTIONS connections, 1 KiB bodies, $ROUNDS x $DURATION"
 if [ "${1:-}" = "--smoke" ]; then
   cat "$out.md"
   python3 -c "import json,sys; d=json.load(open('$out.json')); assert all(v['requests']>0 for v in d['variants'].values()), 'a variant sent nothing'"
+  [ -s "$out.png" ] || { echo "bench smoke: no chart was drawn" >&2; exit 1; }
   echo "bench smoke: ok"
 else
   echo "results: $out.json, $out.md, $out.png"
