@@ -2,19 +2,20 @@
 //! pipelines concurrent commands on one connection and reconnects by itself) or a Redis Cluster (the
 //! cluster client, which follows slot moves). On one node each thread gets its own connection, driven
 //! by a task on that thread's runtime, so that a core's commands and answers never cross to another
-//! core. `rediss://` is verified against the public web roots, or
+//! core; and the commands its requests issue at about the same moment go out together, as one pipeline
+//! (see [`Batch`]). `rediss://` is verified against the public web roots, or
 //! against `redis_ca_file` for a private CA.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, ScriptInvocation, TlsCertificates};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, ScriptInvocation, TlsCertificates, Value};
 use thread_local::ThreadLocal;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, oneshot};
 
 use crate::config::RedisUrls;
 
@@ -23,6 +24,7 @@ struct Single {
     config: ConnectionManagerConfig,
     /// Connected on the first command from each thread.
     managers: ThreadLocal<ConnectionManager>,
+    batches: ThreadLocal<Arc<Batch>>,
 }
 
 impl Single {
@@ -31,6 +33,64 @@ impl Single {
             .get_or_try(|| ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()))
             .cloned()
             .map_err(|e| e.to_string())
+    }
+
+    /// Sends `cmd` with whatever else this thread's requests are sending now, and returns its answer.
+    async fn query(&self, cmd: &Cmd) -> Result<Value, String> {
+        let batch = self.batches.get_or_default();
+        // Before the command joins the batch: a command left waiting with no task to send it would wait
+        // for ever.
+        let manager = self.manager()?;
+        let (answer, answered) = oneshot::channel();
+        let first = {
+            let mut waiting = batch.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            waiting.push((cmd.clone(), answer));
+            waiting.len() == 1
+        };
+        if first {
+            // A task of its own, so that no caller's cancellation can strand the others' commands.
+            tokio::spawn(send_batch(batch.clone(), manager));
+        }
+        answered
+            .await
+            .map_err(|_| "the Redis batch was dropped (shutting down)".to_owned())?
+    }
+}
+
+/// The commands one thread's requests are waiting to send. Each request's command costs Redis a wake-up
+/// and a read when it travels alone: the first command of a batch starts a task that lets the other
+/// ready requests run first (a `yield_now`), then sends everything that is waiting as one pipeline, one
+/// write and one read, and hands each caller its own answer.
+#[derive(Default)]
+struct Batch {
+    waiting: Mutex<Vec<(Cmd, Answer)>>,
+}
+
+type Answer = oneshot::Sender<Result<Value, String>>;
+
+async fn send_batch(batch: Arc<Batch>, mut manager: ConnectionManager) {
+    tokio::task::yield_now().await;
+    let commands = std::mem::take(&mut *batch.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut pipe = redis::pipe();
+    // One command's error (a wrong type, say) is that command's answer, not the whole batch's.
+    pipe.ignore_errors();
+    let mut answers = Vec::with_capacity(commands.len());
+    for (cmd, answer) in commands {
+        pipe.add_command(cmd);
+        answers.push(answer);
+    }
+    let error = match pipe.query_async::<Vec<Value>>(&mut manager).await {
+        Ok(values) if values.len() == answers.len() => {
+            for (value, answer) in values.into_iter().zip(answers) {
+                let _ = answer.send(value.extract_error().map_err(|e| e.to_string()));
+            }
+            return;
+        }
+        Ok(values) => format!("{} answers to {} commands", values.len(), answers.len()),
+        Err(error) => error.to_string(),
+    };
+    for answer in answers {
+        let _ = answer.send(Err(error.clone()));
     }
 }
 
@@ -97,6 +157,7 @@ impl RedisClient {
                     client,
                     config,
                     managers: ThreadLocal::new(),
+                    batches: ThreadLocal::new(),
                 }))
             }
             RedisUrls::Cluster(nodes) => {
@@ -114,7 +175,7 @@ impl RedisClient {
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
         match &self.inner {
-            Inner::Single(single) => cmd.query_async(&mut single.manager()?).await.map_err(|e| e.to_string()),
+            Inner::Single(single) => T::from_redis_value(single.query(cmd).await?).map_err(|e| e.to_string()),
             Inner::Cluster(cluster) => {
                 let mut connection = cluster_connection(cluster).await?;
                 cmd.query_async(&mut connection).await.map_err(|e| e.to_string())

@@ -456,3 +456,55 @@ async fn a_redis_certificate_from_an_unknown_ca_is_refused() {
     assert!(downstream.received().is_empty());
     gateway.stop().await;
 }
+
+/// Commands issued by many requests at once travel together, and each caller still gets its own answer,
+/// an error included. (How much the batching saves under real traffic is measured by the benchmark.)
+#[tokio::test]
+async fn concurrent_commands_are_pipelined_and_each_gets_its_own_answer() {
+    let redis = RedisServer::start();
+    let urls = RedisUrls::One(redis.url());
+    let client = hookgate::redis_client::RedisClient::new(&urls, None, Duration::from_secs(5)).expect("client");
+    let _: i64 = client
+        .query(&redis_cmd("RPUSH", &["a-list", "x"]))
+        .await
+        .expect("warm up");
+    let reads = || -> i64 {
+        let info = redis.cli(&["info", "stats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_reads_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("total_reads_processed")
+    };
+    let before = reads();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let (key, value) = (format!("k{i}"), format!("v{i}"));
+                let set: Option<String> = client
+                    .query(&redis_cmd("SET", &[&key, &value, "GET"]))
+                    .await
+                    .expect("set");
+                assert_eq!(set, None);
+                client.query::<String>(&redis_cmd("GET", &[&key])).await.expect("get")
+            })
+        })
+        .collect();
+    // A command that fails, among them: only its caller sees the error.
+    let wrong = client.query::<String>(&redis_cmd("GET", &["a-list"])).await;
+    assert!(wrong.is_err_and(|e| e.contains("WRONGTYPE")));
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.expect("task"), format!("v{i}"));
+    }
+    // 401 commands: one read each, were they sent one by one (the `info` calls add two).
+    let used = reads() - before;
+    assert!(used < 40, "{used} reads for 401 commands");
+}
+
+fn redis_cmd(name: &str, args: &[&str]) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd(name);
+    args.iter().for_each(|a| {
+        cmd.arg(*a);
+    });
+    cmd
+}
