@@ -32,7 +32,7 @@ use crate::dedup::DedupStore;
 use crate::forward::queue::{self, Queue, Workers};
 use crate::gateway::{Gateway, Shared};
 use crate::ingress::client_ip::PeerAddr;
-use crate::ingress::connections::ConnectionLimit;
+use crate::ingress::connections::{ConnectionLimit, ConnectionSlot};
 use crate::stack::{self, GatewayService};
 
 /// The two listeners, bound before `run` so that tests can bind port 0 and read the real address, and
@@ -260,27 +260,7 @@ async fn serve_public(
                     peer,
                     handshake_timeout: settings.header_read,
                 };
-                match &cores {
-                    None => {
-                        connections.spawn(async move {
-                            connection.serve(stream).await;
-                            drop(slot);
-                        });
-                    }
-                    // Moved to the core's own reactor, where all of this connection's work then runs.
-                    Some(cores) => match stream.into_std() {
-                        Ok(stream) => {
-                            connections.spawn_on(async move {
-                                match TcpStream::from_std(stream) {
-                                    Ok(stream) => connection.serve(stream).await,
-                                    Err(error) => tracing::warn!(%error, "cannot move a connection to its core"),
-                                }
-                                drop(slot);
-                            }, cores.next());
-                        }
-                        Err(error) => tracing::warn!(%error, "cannot move a connection to its core"),
-                    },
-                }
+                connections.spawn_on(connection.serve_with(stream, slot), &where_to(&cores));
                 while connections.try_join_next().is_some() {}
             }
             _ = stop.changed() => break,
@@ -298,6 +278,14 @@ async fn serve_public(
     while connections.join_next().await.is_some() {}
 }
 
+/// The runtime that serves the next connection: the next core, or the one the accept loop is on.
+fn where_to(cores: &Option<Arc<Cores>>) -> tokio::runtime::Handle {
+    match cores {
+        Some(cores) => cores.next().clone(),
+        None => tokio::runtime::Handle::current(),
+    }
+}
+
 /// One accepted connection, served on its own task.
 struct Connection {
     builder: http1::Builder,
@@ -308,6 +296,16 @@ struct Connection {
 }
 
 impl Connection {
+    /// Serves `stream` on the runtime this future runs on (the stream moves to that runtime's reactor),
+    /// and frees the connection's slot at the end.
+    async fn serve_with(self, stream: TcpStream, slot: ConnectionSlot) {
+        match stream.into_std().and_then(TcpStream::from_std) {
+            Ok(stream) => self.serve(stream).await,
+            Err(error) => tracing::warn!(%error, peer = %self.peer, "cannot hand the connection to its thread"),
+        }
+        drop(slot);
+    }
+
     async fn serve(self, stream: TcpStream) {
         let Some(tls) = self.live.tls.as_ref().map(|tls| tls.load_full()) else {
             return self.serve_io(stream).await;
