@@ -483,6 +483,43 @@ async fn the_binary_spreads_connections_over_its_cores_and_dedups_across_them() 
     assert!(status.success(), "clean exit: {status:?}");
 }
 
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_on_every_core_finish() {
+    let downstream = FakeDownstream::start().await;
+    downstream.delay(Duration::from_millis(500));
+    let mut serving = process::serve("drain", &one_source_on_free_ports(&downstream), &["--threads", "2"]).await;
+    let config = config::load(&serving.path).expect("valid");
+    let url = format!("http://127.0.0.1:{}/github", serving.public);
+    // Four connections, so both cores hold requests when the signal comes.
+    let requests: Vec<_> = (0..4)
+        .map(|i| {
+            let id = format!("drain-{i}");
+            let body = event_body(&id);
+            let headers = sign(&config, "reloadgh", &body, &id);
+            let url = url.clone();
+            tokio::spawn(async move { Sender::default().post(&url, headers, body).await })
+        })
+        .collect();
+    while downstream.received().len() < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = serving.child.id().expect("pid").to_string();
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(term.success());
+    for request in requests {
+        request.await.expect("task").assert(200, "forwarded");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), serving.child.wait())
+        .await
+        .expect("stops within 10 s")
+        .expect("wait");
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
 /// Every request records a latency sample, which the exporter keeps until it folds it into the buckets.
 /// Without a scrape, the gateway's own upkeep does that every 5 s, so memory does not grow with traffic.
 #[tokio::test(start_paused = true)]
