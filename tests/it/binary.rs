@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::common::Sender;
-use crate::common::process::{BIN, free_port, wait_ready};
+use crate::common::process::{self, BIN, free_port, wait_ready};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hookgate-it-{}", std::process::id()));
@@ -103,14 +103,8 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
     assert_eq!(event["body_encoding"], "utf8");
     assert_eq!(event["body"].as_str().map(str::as_bytes), Some(&body[..]));
 
-    let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits")
-        .expect("status");
-    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    process::signal(&child, "TERM").await;
+    process::exits_cleanly(&mut child).await;
     let mut rest = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().expect("stderr"), &mut rest)
         .await

@@ -396,14 +396,8 @@ async fn second_source_serves_after(serving: &Serving, downstream: &FakeDownstre
 async fn sighup_reloads_the_running_binary() {
     let downstream = FakeDownstream::start().await;
     let mut serving = process::serve("sighup", &one_source_on_free_ports(&downstream), &[]).await;
-    let pid = serving.child.id().expect("pid").to_string();
     second_source_serves_after(&serving, &downstream, async || {
-        let hup = tokio::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .await
-            .expect("kill");
-        assert!(hup.success());
+        process::signal(&serving.child, "HUP").await;
     })
     .await;
     assert!(
@@ -418,6 +412,14 @@ async fn watch_config_reloads_when_the_file_changes() {
     let serving = process::serve("watched", &one_source_on_free_ports(&downstream), &["--watch-config"]).await;
     // No signal: only the file changes, which the watcher notices within 2 s.
     second_source_serves_after(&serving, &downstream, async || {}).await;
+}
+
+/// Posts the signed event `id` of source `reloadgh` on a connection of its own, in a task.
+fn post_alone(config: &Config, url: &str, id: &str) -> tokio::task::JoinHandle<Reply> {
+    let body = event_body(id);
+    let headers = sign(config, "reloadgh", &body, id);
+    let url = url.to_owned();
+    tokio::spawn(async move { Sender::default().post(&url, headers, body).await })
 }
 
 #[tokio::test]
@@ -438,13 +440,7 @@ async fn the_binary_spreads_connections_over_its_cores_and_dedups_across_them() 
     // One sender, so one connection, per request: 30 connections, shared out over the 3 cores.
     let send_all = async |offset: usize| {
         let requests: Vec<_> = (0..30)
-            .map(|i| {
-                let id = format!("core-{}", (i + offset) % 30);
-                let body = event_body(&id);
-                let headers = sign(&config, "reloadgh", &body, &id);
-                let url = url.clone();
-                tokio::spawn(async move { Sender::default().post(&url, headers, body).await })
-            })
+            .map(|i| post_alone(&config, &url, &format!("core-{}", (i + offset) % 30)))
             .collect();
         let mut replies = Vec::new();
         for request in requests {
@@ -470,17 +466,8 @@ async fn the_binary_spreads_connections_over_its_cores_and_dedups_across_them() 
     assert_eq!(downstream.received().len(), 30);
     assert_eq!(ids.len(), 30, "each event forwarded once");
 
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .expect("kill");
-    assert!(term.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), serving.child.wait())
-        .await
-        .expect("stops within 10 s")
-        .expect("wait");
-    assert!(status.success(), "clean exit: {status:?}");
+    process::signal(&serving.child, "TERM").await;
+    process::exits_cleanly(&mut serving.child).await;
 }
 
 #[tokio::test]
@@ -492,32 +479,16 @@ async fn sigterm_lets_requests_in_flight_on_every_core_finish() {
     let url = format!("http://127.0.0.1:{}/github", serving.public);
     // Four connections, so both cores hold requests when the signal comes.
     let requests: Vec<_> = (0..4)
-        .map(|i| {
-            let id = format!("drain-{i}");
-            let body = event_body(&id);
-            let headers = sign(&config, "reloadgh", &body, &id);
-            let url = url.clone();
-            tokio::spawn(async move { Sender::default().post(&url, headers, body).await })
-        })
+        .map(|i| post_alone(&config, &url, &format!("drain-{i}")))
         .collect();
     while downstream.received().len() < 4 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = serving.child.id().expect("pid").to_string();
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(term.success());
+    process::signal(&serving.child, "TERM").await;
     for request in requests {
         request.await.expect("task").assert(200, "forwarded");
     }
-    let status = tokio::time::timeout(Duration::from_secs(10), serving.child.wait())
-        .await
-        .expect("stops within 10 s")
-        .expect("wait");
-    assert!(status.success(), "clean exit: {status:?}");
+    process::exits_cleanly(&mut serving.child).await;
 }
 
 /// Every request records a latency sample, which the exporter keeps until it folds it into the buckets.

@@ -45,6 +45,26 @@ pub struct Serving {
     pub path: PathBuf,
 }
 
+/// Sends `signal` (`"TERM"`, `"HUP"`, …) to the process `child`.
+pub async fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("pid").to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// Waits up to 10 s for `child` to exit, and checks that it exited 0.
+pub async fn exits_cleanly(child: &mut Child) {
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within 10 s")
+        .expect("wait");
+    assert!(status.success(), "clean exit, got {status}");
+}
+
 /// Writes `text` (with `PUBLIC` and `ADMIN` replaced by free ports) to a file named after `name`, starts
 /// `hookgate serve --config FILE` with `extra` arguments, and waits until it is ready.
 pub async fn serve(name: &str, text: &str, extra: &[&str]) -> Serving {
