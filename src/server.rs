@@ -140,6 +140,7 @@ pub async fn run(
         admin = %config.server.admin_listen,
         tls = config.server.tls.is_some(),
         sources = config.sources.len(),
+        threads = listeners.cores.as_ref().map_or(1, |cores| cores.len()),
         "hookgate is serving"
     );
 
