@@ -8,16 +8,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::common::Sender;
 use crate::common::process::{self, BIN, free_port, wait_ready};
-
-fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hookgate-it-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path
-}
+use crate::common::{Sender, temp_file};
 
 /// The default config, moved to free ports.
 fn default_config_on_free_ports() -> (PathBuf, u16, u16) {

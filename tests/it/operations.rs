@@ -1,6 +1,6 @@
 //! Operability: exact counters, hot reload (in process and by SIGHUP), TLS, and shutdown under load.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::common::gateway::test_config;
 use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
-use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign, temp_dir, temp_file};
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -98,14 +98,6 @@ async fn counters_move_by_exactly_the_number_of_requests_of_each_outcome() {
     gateway.stop().await;
 }
 
-fn temp_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hookgate-ops-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path
-}
-
 const ONE_SOURCE: &str = r#"
 [server]
 listen = "127.0.0.1:0"
@@ -139,7 +131,7 @@ async fn send(gateway: &TestGateway, config: &Config, source: &str, path: &str, 
 async fn a_reload_adds_a_source_and_a_bad_file_keeps_the_old_config_serving() {
     let downstream = FakeDownstream::start().await;
     let one = ONE_SOURCE.replace("DOWNSTREAM", &downstream.url(""));
-    let path = temp_config("reload.toml", &one);
+    let path = temp_file("reload.toml", &one);
     let first = config::load(&path).expect("valid");
     let gateway = TestGateway::start_from(first.clone(), &path).await;
     send(&gateway, &first, "reloadgh", "/github", "r1")
@@ -234,8 +226,7 @@ async fn tls_request(
 #[tokio::test]
 async fn tls_1_3_is_served_and_a_tls_1_2_only_client_is_refused_when_1_3_is_the_minimum() {
     let downstream = FakeDownstream::start().await;
-    let dir = std::env::temp_dir().join(format!("hookgate-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = temp_dir("tls");
     let (tls, roots) = certificate(&dir);
     let mut config = test_config(&downstream.url(""));
     config.server.tls = Some(tls);
@@ -273,8 +264,7 @@ async fn tls_1_3_is_served_and_a_tls_1_2_only_client_is_refused_when_1_3_is_the_
 #[tokio::test]
 async fn a_reload_serves_a_renewed_certificate() {
     let downstream = FakeDownstream::start().await;
-    let dir = std::env::temp_dir().join(format!("hookgate-tls-renew-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = temp_dir("tls-renew");
     let (tls, old_roots) = certificate(&dir);
     let mut config = test_config(&downstream.url(""));
     config.server.tls = Some(tls.clone());
@@ -289,7 +279,7 @@ async fn a_reload_serves_a_renewed_certificate() {
             .expect("source")
             .replace("DOWNSTREAM", &downstream.url(""))
     );
-    let path = temp_config("tls-reload.toml", &text);
+    let path = temp_file("tls-reload.toml", &text);
     let gateway = TestGateway::start_from(config::load(&path).expect("valid"), &path).await;
     tls_request(gateway.addr, old_roots.clone(), &[&rustls::version::TLS13])
         .await

@@ -168,8 +168,7 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
         redis.url(),
         downstream.url("")
     );
-    let path = std::env::temp_dir().join(format!("hookgate-dead-cli-{}.toml", std::process::id()));
-    std::fs::write(&path, cli_config).expect("write");
+    let path = crate::common::temp_file("dead-cli.toml", &cli_config);
     let listed = tokio::process::Command::new(process::BIN)
         .args(["dead", "list", "qdead", "--config"])
         .arg(&path)

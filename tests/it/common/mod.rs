@@ -20,6 +20,22 @@ use hyper_util::rt::TokioExecutor;
 pub use downstream::FakeDownstream;
 pub use gateway::TestGateway;
 
+/// A directory of this test process's own, `name` inside it, created if need be.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("hookgate-it-{}", std::process::id()))
+        .join(name);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes `text` to the file `name` in this test process's own directory.
+pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = temp_dir("files").join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
 /// An answer as the sender sees it.
 #[derive(Debug)]
 pub struct Reply {

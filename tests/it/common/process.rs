@@ -72,10 +72,7 @@ pub async fn serve(name: &str, text: &str, extra: &[&str]) -> Serving {
     let text = text
         .replace("PUBLIC", &public.to_string())
         .replace("ADMIN", &admin.to_string());
-    let dir = std::env::temp_dir().join(format!("hookgate-it-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(format!("{name}-{public}.toml"));
-    std::fs::write(&path, text).expect("write config");
+    let path = super::temp_file(&format!("{name}-{public}.toml"), &text);
     let mut child = Command::new(BIN)
         .arg("serve")
         .args(extra)

@@ -46,8 +46,7 @@ impl RedisServer {
 
     fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("hookgate-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
+        let dir = super::temp_dir(&format!("redis-{port}"));
         let mut server = RedisServer {
             port,
             dir,
@@ -62,8 +61,7 @@ impl RedisServer {
     /// TLS only (no plain port), with a password, and a certificate signed by a test CA.
     pub fn start_tls_with_password(password: &str) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("hookgate-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
+        let dir = super::temp_dir(&format!("redis-{port}"));
         make_certificates(&dir);
         let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let port_text = port.to_string();
