@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use metrics::{
@@ -43,34 +45,42 @@ static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// A metric with a source label and one more, as the hot path records it.
 type Key = (&'static str, Arc<str>, &'static str);
+type Cache<K, T> = RefCell<HashMap<K, T, foldhash::fast::RandomState>>;
 
 thread_local! {
-    /// The hot path's handles, per thread: finding one is a hash of three short strings, where the
+    /// The hot path's handles, per thread: finding one is a hash of a few short strings, where the
     /// `metrics` macros build a label list and look it up in the shared registry on every call.
-    static COUNTERS: RefCell<HashMap<Key, Counter, foldhash::fast::RandomState>> = RefCell::default();
-    static HISTOGRAMS: RefCell<HashMap<Key, Histogram, foldhash::fast::RandomState>> = RefCell::default();
-    static STORE_DURATIONS: RefCell<HashMap<&'static str, Histogram, foldhash::fast::RandomState>> =
-        RefCell::default();
-    static INFLIGHT: RefCell<Option<Gauge>> = const { RefCell::new(None) };
+    static COUNTERS: Cache<Key, Counter> = RefCell::default();
+    static HISTOGRAMS: Cache<Key, Histogram> = RefCell::default();
+    static STORE_DURATIONS: Cache<&'static str, Histogram> = RefCell::default();
+    static INFLIGHT: Cache<(), Gauge> = RefCell::default();
 }
 
-/// The counter `name{source, label_name=label}`, from this thread's cache once the recorder is installed
-/// (a handle taken before would stay a no-op).
+/// The handle `make` registers, from this thread's `cache` once the recorder is installed (a handle taken
+/// before would stay a no-op, so none is kept then).
+fn cached<K: Eq + Hash, T: Clone>(cache: &'static LocalKey<Cache<K, T>>, key: K, make: impl FnOnce() -> T) -> T {
+    if RECORDER.get().is_none() {
+        return make();
+    }
+    cache.with_borrow_mut(|handles| handles.entry(key).or_insert_with(make).clone())
+}
+
+/// The counter `name{source, label_name=label}`.
 fn source_counter(name: &'static str, source: &Arc<str>, label_name: &'static str, label: &'static str) -> Counter {
-    let make = || counter!(name, "source" => source.clone(), label_name => label);
-    if RECORDER.get().is_none() {
-        return make();
-    }
-    COUNTERS.with_borrow_mut(|cache| cache.entry((name, source.clone(), label)).or_insert_with(make).clone())
+    cached(
+        &COUNTERS,
+        (name, source.clone(), label),
+        || counter!(name, "source" => source.clone(), label_name => label),
+    )
 }
 
-/// Like [`source_counter`], for a histogram.
+/// The histogram `name{source, label_name=label}`.
 fn source_histogram(name: &'static str, source: &Arc<str>, label_name: &'static str, label: &'static str) -> Histogram {
-    let make = || histogram!(name, "source" => source.clone(), label_name => label);
-    if RECORDER.get().is_none() {
-        return make();
-    }
-    HISTOGRAMS.with_borrow_mut(|cache| cache.entry((name, source.clone(), label)).or_insert_with(make).clone())
+    cached(
+        &HISTOGRAMS,
+        (name, source.clone(), label),
+        || histogram!(name, "source" => source.clone(), label_name => label),
+    )
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle; later calls return the same
@@ -160,12 +170,7 @@ pub fn forward(source: &Arc<str>, status_class: &'static str, elapsed: Duration)
 }
 
 pub fn inflight(delta: f64) {
-    if RECORDER.get().is_none() {
-        return gauge!(INFLIGHT_REQUESTS).increment(delta);
-    }
-    INFLIGHT.with_borrow_mut(|cached| {
-        cached.get_or_insert_with(|| gauge!(INFLIGHT_REQUESTS)).increment(delta);
-    });
+    cached(&INFLIGHT, (), || gauge!(INFLIGHT_REQUESTS)).increment(delta);
 }
 
 /// Counts one dedup claim; `result` is `claimed`, `duplicate`, `in_flight` or `store_error`.
@@ -175,11 +180,7 @@ pub fn dedup(source: &Arc<str>, result: &'static str) {
 
 /// Times one store call over the network; `op` is `claim`, `commit`, `release` or `ping`.
 pub fn store_call(op: &'static str, elapsed: Duration) {
-    let make = || histogram!(STORE_DURATION, "op" => op);
-    if RECORDER.get().is_none() {
-        return make().record(elapsed.as_secs_f64());
-    }
-    STORE_DURATIONS.with_borrow_mut(|cache| cache.entry(op).or_insert_with(make).record(elapsed.as_secs_f64()));
+    cached(&STORE_DURATIONS, op, || histogram!(STORE_DURATION, "op" => op)).record(elapsed.as_secs_f64());
 }
 
 pub fn store_error(op: &'static str) {
