@@ -181,18 +181,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn serve(path: Option<PathBuf>, watch_config: bool, threads: Option<usize>) -> Result<(), String> {
-    let (config, path) = match path {
-        Some(path) => (config::load(&path).map_err(|e| e.to_string())?, path),
-        None if Path::new(DEFAULT_CONFIG).exists() => {
-            let path = PathBuf::from(DEFAULT_CONFIG);
-            (config::load(&path).map_err(|e| e.to_string())?, path)
-        }
-        None => {
+    let path = path.unwrap_or_else(|| {
+        if Path::new(DEFAULT_CONFIG).exists() {
+            PathBuf::from(DEFAULT_CONFIG)
+        } else {
             tracing::info!("{DEFAULT_CONFIG} not found; using the embedded default config");
-            let path = PathBuf::from(config::EMBEDDED_PATH);
-            (config::load_or_embedded(&path).map_err(|e| e.to_string())?, path)
+            PathBuf::from(config::EMBEDDED_PATH)
         }
-    };
+    });
+    let config = config::load_or_embedded(&path).map_err(|e| e.to_string())?;
     let runtime = runtime()?;
     let cores = threads
         .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
