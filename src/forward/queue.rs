@@ -313,8 +313,14 @@ impl Queue {
     /// Delivers one entry and settles it. Returns the result label for metrics.
     async fn deliver(&self, entry: &StreamId) -> &'static str {
         let raw: Option<String> = entry.get(FIELD);
-        let Some(mut envelope) = raw.and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok()) else {
-            // Not ours to read: keep it for a person rather than drop it.
+        let readable = raw
+            .and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok())
+            .and_then(|envelope| {
+                let body = base64::engine::general_purpose::STANDARD.decode(&envelope.body).ok()?;
+                Some((envelope, body))
+            });
+        let Some((mut envelope, body)) = readable else {
+            // Not ours to read: keep it for a person rather than drop it, or deliver something else.
             let payload = format!("{{\"unreadable_entry\":\"{}\"}}", entry.id);
             return self.settle_dead(&entry.id, &payload).await;
         };
@@ -326,9 +332,6 @@ impl Queue {
             request_id: HeaderValue::from_str(&envelope.request_id).unwrap_or_else(|_| HeaderValue::from_static("0")),
             attempt: Some(envelope.attempt),
         };
-        let body = base64::engine::general_purpose::STANDARD
-            .decode(&envelope.body)
-            .unwrap_or_default();
         let started = std::time::Instant::now();
         let result = self.http.send(outgoing, envelope.header_map(), Bytes::from(body)).await;
         crate::metrics::forward(

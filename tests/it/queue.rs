@@ -216,6 +216,42 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
 }
 
 #[tokio::test]
+async fn an_entry_that_cannot_be_read_is_dead_lettered_and_nothing_is_delivered() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let config = queued(&downstream.url(""), &redis, "qbad", |_| {});
+    let gateway = TestGateway::start(config.clone()).await;
+    // One event through the gateway, so that the stream and its consumer group exist and are being read.
+    send(&gateway, &config, "qbad", "good-1").await.assert(202, "queued");
+    assert!(until(Duration::from_secs(10), || downstream.received().len() == 1).await);
+
+    let stream = format!("{}:queue:{{qbad}}", config.dedup.key_prefix);
+    let good = |body: &str| {
+        format!(
+            r#"{{"event_id":"e","headers":[],"body":"{body}","client_ip":"203.0.113.9","request_id":"r","received_at_ms":1,"attempt":0}}"#
+        )
+    };
+    // Not JSON; JSON with a body that is not base64; and, as a control, one that is well formed.
+    for value in ["not json".to_owned(), good("not base64!"), good("e30=")] {
+        let _: String = redis.command("XADD", &[stream.as_bytes(), b"*", b"e", value.as_bytes()]);
+    }
+    let queue = queue_of(&config, "qbad");
+    let mut stats = QueueStats::default();
+    for _ in 0..250 {
+        stats = queue.stats().await.expect("stats");
+        if stats.dead == 2 && downstream.received().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.dead, 2, "{stats:?}");
+    let received = downstream.received();
+    assert_eq!(received.len(), 2, "only the readable entries are delivered");
+    assert_eq!(received[1].body.as_ref(), b"{}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn a_source_whose_downstream_keeps_failing_does_not_starve_another() {
     let redis = RedisServer::start();
     let failing = FakeDownstream::start().await;
