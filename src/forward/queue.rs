@@ -138,19 +138,20 @@ impl Envelope {
         }
     }
 
-    fn header_map(&self) -> HeaderMap {
+    /// The stored headers and body as they are sent; `None` when any of them cannot be read back, so that
+    /// an entry is never delivered with a part missing.
+    fn request_parts(&self) -> Option<(HeaderMap, Bytes)> {
+        let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).ok();
         let mut map = HeaderMap::new();
         let text = self.headers.iter().map(|(n, v)| (n, HeaderValue::from_str(v).ok()));
-        let binary = self.binary_headers.iter().map(|(n, v)| {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok();
-            (n, bytes.and_then(|b| HeaderValue::from_bytes(&b).ok()))
-        });
+        let binary = self
+            .binary_headers
+            .iter()
+            .map(|(n, v)| (n, decode(v).and_then(|b| HeaderValue::from_bytes(&b).ok())));
         for (name, value) in text.chain(binary) {
-            if let (Ok(name), Some(value)) = (HeaderName::try_from(name.as_str()), value) {
-                map.append(name, value);
-            }
+            map.append(HeaderName::try_from(name.as_str()).ok()?, value?);
         }
-        map
+        Some((map, Bytes::from(decode(&self.body)?)))
     }
 
     fn to_json(&self) -> String {
@@ -315,11 +316,8 @@ impl Queue {
         let raw: Option<String> = entry.get(FIELD);
         let readable = raw
             .and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok())
-            .and_then(|envelope| {
-                let body = base64::engine::general_purpose::STANDARD.decode(&envelope.body).ok()?;
-                Some((envelope, body))
-            });
-        let Some((mut envelope, body)) = readable else {
+            .and_then(|envelope| Some((envelope.request_parts()?, envelope)));
+        let Some(((headers, body), mut envelope)) = readable else {
             // Not ours to read: keep it for a person rather than drop it, or deliver something else.
             let payload = format!("{{\"unreadable_entry\":\"{}\"}}", entry.id);
             return self.settle_dead(&entry.id, &payload).await;
@@ -333,7 +331,7 @@ impl Queue {
             attempt: Some(envelope.attempt),
         };
         let started = std::time::Instant::now();
-        let result = self.http.send(outgoing, envelope.header_map(), Bytes::from(body)).await;
+        let result = self.http.send(outgoing, headers, body).await;
         crate::metrics::forward(
             &self.source,
             if result.is_ok() { "2xx" } else { "error" },
@@ -675,8 +673,17 @@ mod tests {
         };
         let back: Envelope = serde_json::from_str(&envelope.to_json()).expect("json");
         assert_eq!(back, envelope);
-        let headers = back.header_map();
+        let (headers, body) = back.request_parts().expect("readable");
         assert_eq!(headers["stripe-signature"], "t=1,v1=ab");
         assert_eq!(headers["x-odd"].as_bytes(), &[0xff, 0x20]);
+        assert_eq!(body.as_ref(), b"{\"a\":1}");
+        let broken = Envelope {
+            binary_headers: vec![("x-odd".into(), "not base64!".into())],
+            ..back
+        };
+        assert!(
+            broken.request_parts().is_none(),
+            "a header that cannot be read back is not dropped silently"
+        );
     }
 }
