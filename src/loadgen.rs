@@ -19,13 +19,11 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::config::{SchemeKind, Secret};
+use crate::forward::pool::{self, Sender};
 use crate::verify::Verifier;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -105,7 +103,8 @@ struct Event {
 
 struct Shared {
     args: LoadgenArgs,
-    uri: Uri,
+    /// The path that goes on every request line.
+    path: Uri,
     authority: HeaderValue,
     verifier: Verifier,
     next: AtomicU64,
@@ -180,9 +179,7 @@ impl Shared {
     fn request(&self, event: &Event) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(event.body.clone()));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() =
-            Uri::from_maybe_shared(self.uri.path_and_query().map_or("/".to_owned(), |p| p.to_string()))
-                .unwrap_or_default();
+        *request.uri_mut() = self.path.clone();
         let headers = request.headers_mut();
         headers.insert(http::header::HOST, self.authority.clone());
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -219,15 +216,14 @@ impl Results {
     }
 
     fn record(&mut self, latency: Duration, status: Option<u16>, outcome: Option<String>, retry: bool) {
-        let results = self;
-        results.requests += 1;
-        results.retries += u64::from(retry);
-        if let Some(h) = results.latency.as_mut() {
+        self.requests += 1;
+        self.retries += u64::from(retry);
+        if let Some(h) = self.latency.as_mut() {
             let _ = h.record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1));
         }
         match status {
-            Some(status) => *results.by_status.entry(status.to_string()).or_default() += 1,
-            None => results.errors += 1,
+            Some(status) => *self.by_status.entry(status.to_string()).or_default() += 1,
+            None => self.errors += 1,
         }
         let outcome = outcome.unwrap_or_else(|| {
             if status.is_some() {
@@ -236,26 +232,20 @@ impl Results {
                 "connection_error".into()
             }
         });
-        *results.by_outcome.entry(outcome).or_default() += 1;
+        *self.by_outcome.entry(outcome).or_default() += 1;
     }
 }
 
 /// One keep-alive connection, reopened when it breaks.
 struct Connection {
-    sender: Option<SendRequest<Full<Bytes>>>,
+    sender: Option<Sender>,
     addr: String,
 }
 
 impl Connection {
     async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(u16, Option<String>), String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let stream = TcpStream::connect(&self.addr).await.map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            self.sender = Some(sender);
+        if self.sender.as_ref().is_none_or(Sender::is_closed) {
+            self.sender = Some(pool::connect(&self.addr, &self.addr).await?);
         }
         let Some(sender) = self.sender.as_mut() else {
             return Err("no connection".into());
@@ -314,9 +304,10 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
     };
     let verifier = Verifier::new(args.scheme, None, &[Secret::new(args.secret.clone())], Duration::ZERO)?;
     let connections = args.connections.max(1);
+    let path = Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| format!("--url: {e}"))?;
     let shared = Arc::new(Shared {
         authority: HeaderValue::from_str(&authority).map_err(|e| e.to_string())?,
-        uri,
+        path,
         verifier,
         next: AtomicU64::new(0),
         recent: Mutex::new(Vec::new()),

@@ -2,7 +2,7 @@
 //! downstream_error`, a handler timeout `504 downstream_timeout`; either way the sender is told to retry.
 
 pub mod http;
-mod pool;
+pub(crate) mod pool;
 pub mod queue;
 pub mod stdout;
 

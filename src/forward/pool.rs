@@ -24,7 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per host; more are closed when they come back.
 const MAX_IDLE_PER_HOST: usize = 512;
 
-type Sender = SendRequest<Full<Bytes>>;
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
 /// Idle connections by `host:port`, of one thread.
 type Idle = RefCell<HashMap<String, Vec<Sender>>>;
 
@@ -131,7 +131,8 @@ impl HttpClient {
     }
 }
 
-async fn connect(host: &str, address: &str) -> Result<Sender, String> {
+/// A new keep-alive connection to `address` (`host:port`), driven by a task on the current runtime.
+pub(crate) async fn connect(host: &str, address: &str) -> Result<Sender, String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| format!("connecting to {host} timed out"))?
