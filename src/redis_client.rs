@@ -151,8 +151,6 @@ impl RedisClient {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
-                // Checks the settings now, so that a bad one fails at start rather than at the first event.
-                ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(invalid)?;
                 Inner::Single(Arc::new(Single {
                     client,
                     config,
