@@ -162,7 +162,8 @@ r = json.load(open(path))
 per_k = lambda ticks: int(ticks) / int(hz) / max(r["requests"], 1) * 1000
 print(json.dumps({"variant": v, "round": int(rnd), "requests": r["requests"], "rps": r["requests_per_second"],
   "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"], "errors": r["errors"],
-  "by_status": r["by_status"], "cpu_s_per_1k": {"server": per_k(server), "echo": per_k(echo)},
+  "by_status": r["by_status"], "cpu_s_per_1k": {"server": per_k(server), "echo": per_k(echo),
+    "client": (r["cpu_seconds"] or 0) / max(r["requests"], 1) * 1000},
   "rss_peak_mib": int(rss) / 1024}))
 PY
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-15s round %s: %8.0f req/s  p50 %.2f ms  p99 %.2f ms  status %s" % (r["variant"], r["round"], r["rps"], r["p50_ms"], r["p99_ms"], r["by_status"]))' "$(tail -1 "$runs")"

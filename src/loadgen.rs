@@ -80,6 +80,9 @@ pub struct Report {
     pub retries: u64,
     pub errors: u64,
     pub requests_per_second: f64,
+    /// CPU seconds (user + system, every thread) this client spent on the run, so that a benchmark can
+    /// count the client's share of the machine too. `None` where `/proc` is not available.
+    pub cpu_seconds: Option<f64>,
     pub latency_ms: Latency,
     pub by_status: BTreeMap<String, u64>,
     pub by_outcome: BTreeMap<String, u64>,
@@ -315,6 +318,7 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
         args: args.clone(),
     });
     let progress = progress_bar(&args);
+    let cpu_before = process_cpu();
 
     let mut workers = Vec::new();
     match args.rate {
@@ -393,6 +397,9 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
         retries: results.retries,
         errors: results.errors,
         requests_per_second: results.requests as f64 / elapsed.as_secs_f64().max(1e-9),
+        cpu_seconds: cpu_before
+            .zip(process_cpu())
+            .map(|(before, after)| after.saturating_sub(before).as_secs_f64()),
         latency_ms: Latency {
             p50: quantile(0.5),
             p90: quantile(0.9),
@@ -403,6 +410,22 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
         by_status: results.by_status.clone(),
         by_outcome: results.by_outcome.clone(),
     })
+}
+
+/// CPU time (user + system) this process has used so far; `None` where `/proc` is not available.
+fn process_cpu() -> Option<Duration> {
+    cpu_from_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// The CPU time in a `/proc/PID/stat` line: `utime` and `stime`, the 12th and 13th fields after the command
+/// name (which is in parentheses and may hold spaces and parentheses itself, hence the last `)`).
+fn cpu_from_stat(stat: &str) -> Option<Duration> {
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after_name.split_whitespace().skip(11).map(str::parse::<u64>);
+    let utime = fields.next()?.ok()?;
+    let stime = fields.next()?.ok()?;
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for /proc on x86, arm and riscv.
+    Some(Duration::from_millis(utime.checked_add(stime)?.saturating_mul(10)))
 }
 
 /// A multi-consumer channel from tokio's mpsc, shared behind a mutex by the connections.
@@ -455,6 +478,12 @@ impl Report {
             self.requests, self.events, self.retries, self.errors
         ));
         out.push_str(&format!("throughput {:>9.0} req/s\n", self.requests_per_second));
+        if let Some(cpu) = self.cpu_seconds {
+            out.push_str(&format!(
+                "client CPU {cpu:.2} s ({:.1} µs per request)\n",
+                cpu * 1e6 / self.requests.max(1) as f64
+            ));
+        }
         let l = &self.latency_ms;
         out.push_str(&format!(
             "latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
@@ -470,5 +499,25 @@ impl Report {
         }
         out.push('\n');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        // A command name with a space and a parenthesis of its own; utime 250 and stime 37 ticks.
+        let stat = "4242 (load gen) x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 250 37 0 0 20 0 3 0 99 0 0";
+        assert_eq!(cpu_from_stat(stat), Some(Duration::from_millis(2870)));
+        assert_eq!(cpu_from_stat("4242 (truncated) S 1 2"), None);
+        assert_eq!(cpu_from_stat("no name at all"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_a_cpu_time() {
+        assert!(process_cpu().is_some());
     }
 }

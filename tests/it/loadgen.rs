@@ -55,6 +55,11 @@ async fn closed_loop_counts_add_up_and_duplicates_are_sent() {
     );
     assert_eq!(downstream.received().len() as u64, forwarded);
     assert!(report["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
+    // The client's own CPU: present, and no more than its threads could have used in the time it ran.
+    let cpu = report["cpu_seconds"].as_f64().expect("cpu_seconds");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let wall = report["duration_seconds"].as_f64().expect("duration");
+    assert!(cpu >= 0.0 && cpu <= wall * cores + 0.05, "{report}");
     gateway.stop().await;
 }
 
