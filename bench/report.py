@@ -29,6 +29,7 @@ for name in order:
         "cpu_s_per_1k_server": median(lambda r: r["cpu_s_per_1k"]["server"]),
         "cpu_s_per_1k_echo": median(lambda r: r["cpu_s_per_1k"]["echo"]),
         "cpu_s_per_1k_client": median(lambda r: r["cpu_s_per_1k"]["client"]),
+        "cpu_s_per_1k_redis": median(lambda r: r["cpu_s_per_1k"]["redis"]),
         "rss_peak_mib": max(r["rss_peak_mib"] for r in mine),
         "statuses": sorted({s for r in mine for s in r["by_status"]}),
     }
@@ -49,13 +50,14 @@ json.dump(summary, open(out + ".json", "w"), indent=2)
 lines = [
     f"# hookgate benchmark\n",
     f"{machine}. Medians over the rounds; variants interleaved round by round.\n",
-    "| variant | req/s (min–max) | p50 ms | p99 ms | server CPU s / 1k req | echo CPU s / 1k req | client CPU s / 1k req | peak RSS MiB | statuses |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| variant | req/s (min–max) | p50 ms | p99 ms | CPU s / 1k req: proxy | Redis | echo | client | peak RSS MiB | statuses |",
+    "|---|---|---|---|---|---|---|---|---|---|",
 ]
 for name, v in variants.items():
     lines.append(
         f"| {name} | {v['rps']:.0f} ({v['rps_min']:.0f}–{v['rps_max']:.0f}) | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
-        f"{v['cpu_s_per_1k_server']:.3f} | {v['cpu_s_per_1k_echo']:.3f} | {v['cpu_s_per_1k_client']:.3f} | {v['rss_peak_mib']:.1f} | {', '.join(v['statuses'])} |"
+        f"{v['cpu_s_per_1k_server']:.3f} | {v['cpu_s_per_1k_redis']:.3f} | {v['cpu_s_per_1k_echo']:.3f} | "
+        f"{v['cpu_s_per_1k_client']:.3f} | {v['rss_peak_mib']:.1f} | {', '.join(v['statuses'])} |"
     )
 if ratios:
     lines += ["", "| ratio to nginx | throughput | p99 |", "|---|---|---|"]

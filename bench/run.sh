@@ -125,8 +125,7 @@ server_pids() {
   case $1 in
     direct) echo "" ;;
     nginx) echo "$NGINX_PIDS" ;;
-    hookgate_mem) echo "${PID[$1]}" ;;
-    *) echo "${PID[$1]} $REDIS_PID" ;;
+    *) echo "${PID[$1]}" ;;
   esac
 }
 cpu_ticks() { # summed utime+stime of the given pids, in clock ticks
@@ -145,24 +144,22 @@ runs="$work/runs.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
     servers=$(server_pids "$v")
-    before_server=$(cpu_ticks $servers); before_echo=$(cpu_ticks "$ECHO_PID")
+    before_server=$(cpu_ticks $servers); before_echo=$(cpu_ticks "$ECHO_PID"); before_redis=$(cpu_ticks "$REDIS_PID")
     "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret --duration "$DURATION" \
-      --connections "$CONNECTIONS" --json --quiet > "$work/report.json" &
-    LOADGEN=$!
-    sleep 0.2; before_loadgen=$(cpu_ticks "$LOADGEN")
-    wait "$LOADGEN"
-    after_server=$(cpu_ticks $servers); after_echo=$(cpu_ticks "$ECHO_PID")
+      --connections "$CONNECTIONS" --json --quiet > "$work/report.json"
+    after_server=$(cpu_ticks $servers); after_echo=$(cpu_ticks "$ECHO_PID"); after_redis=$(cpu_ticks "$REDIS_PID")
     rss=$( [ -n "$servers" ] && rss_peak_kb $(echo "$servers" | cut -d' ' -f1) || echo 0 )
     [ "$v" = nginx ] && rss=$(rss_peak_kb $NGINX_PIDS)
-    python3 - "$v" "$round" "$HZ" "$((after_server - before_server))" "$((after_echo - before_echo))" "$rss" \
+    python3 - "$v" "$round" "$HZ" "$((after_server - before_server))" "$((after_echo - before_echo))" \
+      "$((after_redis - before_redis))" "$rss" \
       "$work/report.json" >> "$runs" <<'PY'
 import json, sys
-v, rnd, hz, server, echo, rss, path = sys.argv[1:]
+v, rnd, hz, server, echo, redis, rss, path = sys.argv[1:]
 r = json.load(open(path))
 per_k = lambda ticks: int(ticks) / int(hz) / max(r["requests"], 1) * 1000
 print(json.dumps({"variant": v, "round": int(rnd), "requests": r["requests"], "rps": r["requests_per_second"],
   "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"], "errors": r["errors"],
-  "by_status": r["by_status"], "cpu_s_per_1k": {"server": per_k(server), "echo": per_k(echo),
+  "by_status": r["by_status"], "cpu_s_per_1k": {"server": per_k(server), "echo": per_k(echo), "redis": per_k(redis),
     "client": (r["cpu_seconds"] or 0) / max(r["requests"], 1) * 1000},
   "rss_peak_mib": int(rss) / 1024}))
 PY
