@@ -53,6 +53,8 @@ mod tests {
         assert_eq!(check(&SIG[7..], b"Hello, World!"), Err("malformed_header"));
         assert_eq!(check("sha1=757107ea", b"Hello, World!"), Err("malformed_header"));
         assert_eq!(check("sha256=xyz", b"Hello, World!"), Err("bad_encoding"));
+        // Hex digits only, but one too many: an odd length is an encoding error, not a mismatch.
+        assert_eq!(check(&format!("{SIG}0"), b"Hello, World!"), Err("bad_encoding"));
         assert_eq!(check("sha256=", b"Hello, World!"), Err("mismatch"));
     }
 }
