@@ -10,7 +10,7 @@
 //! Connections are keep-alive, `--connections` of them. The report gives throughput, latency percentiles
 //! (HDR histogram), and counts by status and by `x-hookgate-outcome`, as a table or as JSON (`--json`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::config::{SchemeKind, Secret};
-use crate::forward::pool::{self, Sender};
+use crate::forward::pool::{Sender, Target};
 use crate::verify::Verifier;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -106,12 +106,12 @@ struct Event {
 
 struct Shared {
     args: LoadgenArgs,
-    /// The path that goes on every request line.
-    path: Uri,
-    authority: HeaderValue,
+    /// Where every request goes: its connection address, `Host` header and request line.
+    target: Target,
     verifier: Verifier,
     next: AtomicU64,
-    recent: Mutex<Vec<Event>>,
+    /// The latest events, oldest first, for `--duplicates` to repeat.
+    recent: Mutex<VecDeque<Event>>,
     started: Instant,
 }
 
@@ -172,9 +172,9 @@ impl Shared {
         if self.args.duplicates > 0.0 {
             let mut recent = self.recent.lock().await;
             if recent.len() >= 1024 {
-                recent.remove(0);
+                recent.pop_front();
             }
-            recent.push(event.clone());
+            recent.push_back(event.clone());
         }
         Some(event)
     }
@@ -182,9 +182,9 @@ impl Shared {
     fn request(&self, event: &Event) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(event.body.clone()));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.path.clone();
+        *request.uri_mut() = self.target.path.clone();
         let headers = request.headers_mut();
-        headers.insert(http::header::HOST, self.authority.clone());
+        headers.insert(http::header::HOST, self.target.host_header.clone());
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in self.verifier.sign(&event.body, &event.id, unix_now()) {
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -240,18 +240,16 @@ impl Results {
 }
 
 /// One keep-alive connection, reopened when it breaks.
+#[derive(Default)]
 struct Connection {
     sender: Option<Sender>,
-    addr: String,
 }
 
 impl Connection {
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(u16, Option<String>), String> {
-        if self.sender.as_ref().is_none_or(Sender::is_closed) {
-            self.sender = Some(pool::connect(&self.addr, &self.addr).await?);
-        }
-        let Some(sender) = self.sender.as_mut() else {
-            return Err("no connection".into());
+    async fn send(&mut self, target: &Target, request: Request<Full<Bytes>>) -> Result<(u16, Option<String>), String> {
+        let sender = match &mut self.sender {
+            Some(sender) if !sender.is_closed() => sender,
+            slot => slot.insert(target.connect().await?),
         };
         sender.ready().await.map_err(|e| e.to_string())?;
         let response = match sender.send_request(request).await {
@@ -276,7 +274,7 @@ impl Connection {
 async fn deliver(shared: &Shared, connection: &mut Connection, results: &mut Results, event: &Event, due: Instant) {
     let mut delay = shared.args.backoff;
     for attempt in 0..=shared.args.retry {
-        let result = connection.send(shared.request(event)).await;
+        let result = connection.send(&shared.target, shared.request(event)).await;
         let (status, outcome) = match result {
             Ok((status, outcome)) => (Some(status), outcome),
             Err(_) => (None, None),
@@ -299,21 +297,14 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
         return Err("--duplicates is a fraction from 0 to 1".to_owned());
     }
     let uri: Uri = args.url.parse().map_err(|e| format!("--url: {e}"))?;
-    let authority = uri.authority().ok_or("--url needs a host")?.to_string();
-    let addr = if authority.contains(':') {
-        authority.clone()
-    } else {
-        format!("{authority}:80")
-    };
+    let target = Target::new(&uri).map_err(|e| format!("--url: {e}"))?;
     let verifier = Verifier::new(args.scheme, None, &[Secret::new(args.secret.clone())], Duration::ZERO)?;
     let connections = args.connections.max(1);
-    let path = Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| format!("--url: {e}"))?;
     let shared = Arc::new(Shared {
-        authority: HeaderValue::from_str(&authority).map_err(|e| e.to_string())?,
-        path,
+        target,
         verifier,
         next: AtomicU64::new(0),
-        recent: Mutex::new(Vec::new()),
+        recent: Mutex::new(VecDeque::new()),
         started: Instant::now(),
         args: args.clone(),
     });
@@ -326,9 +317,8 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
             for _ in 0..connections {
                 let shared = shared.clone();
                 let progress = progress.clone();
-                let addr = addr.clone();
                 workers.push(tokio::spawn(async move {
-                    let mut connection = Connection { sender: None, addr };
+                    let mut connection = Connection::default();
                     let mut results = Results::new();
                     while !shared.done() {
                         let Some(event) = shared.event().await else { break };
@@ -344,9 +334,9 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
             // in the channel when every connection is busy, and that wait counts in its latency.
             let (tx, rx) = async_channel(connections * 4);
             for _ in 0..connections {
-                let (shared, rx, progress, addr) = (shared.clone(), rx.clone(), progress.clone(), addr.clone());
+                let (shared, rx, progress) = (shared.clone(), rx.clone(), progress.clone());
                 workers.push(tokio::spawn(async move {
-                    let mut connection = Connection { sender: None, addr };
+                    let mut connection = Connection::default();
                     let mut results = Results::new();
                     while let Ok((due, event)) = rx.recv().await {
                         deliver(&shared, &mut connection, &mut results, &event, due).await;

@@ -46,8 +46,9 @@ pub struct Target {
     host: String,
     /// `host:port`, which is also the pool's key.
     address: String,
-    host_header: HeaderValue,
-    path: Uri,
+    pub(crate) host_header: HeaderValue,
+    /// What goes on the request line: the path and query.
+    pub(crate) path: Uri,
 }
 
 impl Target {
@@ -64,6 +65,11 @@ impl Target {
             path: Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| e.to_string())?,
         })
     }
+
+    /// A new keep-alive connection to the target, driven by a task on the current runtime.
+    pub(crate) async fn connect(&self) -> Result<Sender, String> {
+        connect(&self.host, &self.address).await
+    }
 }
 
 impl HttpClient {
@@ -76,22 +82,21 @@ impl HttpClient {
     /// Sends a request to `target` (its own URI is replaced), reads the answer to its end, and returns
     /// its status.
     pub async fn send(&self, target: &Target, mut request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
-        let (host, address) = (&target.host, &target.address);
         *request.uri_mut() = target.path.clone();
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, target.host_header.clone());
         }
         // A pooled connection the server closed meanwhile fails before anything is sent: then, and only
         // then, the request goes out once more on a new connection.
-        let mut sender = match self.checkout(address).await {
+        let mut sender = match self.checkout(&target.address).await {
             Some(sender) => sender,
-            None => connect(host, address).await?,
+            None => target.connect().await?,
         };
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut error) => match error.take_message() {
                 Some(request) => {
-                    sender = connect(host, address).await?;
+                    sender = target.connect().await?;
                     sender.send_request(request).await.map_err(|e| error_chain(&e))?
                 }
                 None => return Err(error_chain(&error.into_error())),
@@ -102,7 +107,7 @@ impl HttpClient {
         while let Some(frame) = body.frame().await {
             frame.map_err(|e| error_chain(&e))?;
         }
-        self.checkin(address, sender);
+        self.checkin(&target.address, sender);
         Ok(status)
     }
 
@@ -121,18 +126,18 @@ impl HttpClient {
             return;
         }
         let mut idle = self.idle.get_or_default().borrow_mut();
-        if !idle.contains_key(address) {
-            idle.insert(address.to_owned(), Vec::new());
-        }
-        let Some(senders) = idle.get_mut(address) else { return };
-        if senders.len() < MAX_IDLE_PER_HOST {
-            senders.push(sender);
+        match idle.get_mut(address) {
+            Some(senders) if senders.len() < MAX_IDLE_PER_HOST => senders.push(sender),
+            Some(_) => {}
+            None => {
+                idle.insert(address.to_owned(), vec![sender]);
+            }
         }
     }
 }
 
 /// A new keep-alive connection to `address` (`host:port`), driven by a task on the current runtime.
-pub(crate) async fn connect(host: &str, address: &str) -> Result<Sender, String> {
+async fn connect(host: &str, address: &str) -> Result<Sender, String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| format!("connecting to {host} timed out"))?
