@@ -125,9 +125,10 @@ impl MemoryStore {
     /// was still ours.
     pub(crate) fn commit(&self, key: &Arc<[u8]>, token: Token, ttl: Duration) -> bool {
         let mut shard = self.shard(key);
-        let ours = matches!(shard.map.get(key), Some(Entry::InFlight { token: t, .. }) if *t == token);
+        let current = shard.map.get(key).copied();
+        let ours = matches!(current, Some(Entry::InFlight { token: t, .. }) if t == token);
         // A key that is gone (its lease ran out and it was purged) comes back only within the bound.
-        if !shard.map.contains_key(key) && shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
+        if current.is_none() && shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
             return false;
         }
         let until = Instant::now() + ttl;
