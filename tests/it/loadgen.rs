@@ -27,6 +27,14 @@ async fn loadgen(gateway: &TestGateway, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON report")
 }
 
+/// A gateway whose rate limit a load run cannot reach.
+async fn without_rate_limit(downstream: &FakeDownstream) -> TestGateway {
+    let mut config = test_config(&downstream.url(""));
+    config.rate_limit.per_second = 1_000_000;
+    config.rate_limit.burst = 1_000_000;
+    TestGateway::start(config).await
+}
+
 fn count(report: &serde_json::Value, table: &str, key: &str) -> u64 {
     report[table][key].as_u64().unwrap_or(0)
 }
@@ -34,10 +42,7 @@ fn count(report: &serde_json::Value, table: &str, key: &str) -> u64 {
 #[tokio::test]
 async fn closed_loop_counts_add_up_and_duplicates_are_sent() {
     let downstream = FakeDownstream::start().await;
-    let mut config = test_config(&downstream.url(""));
-    config.rate_limit.per_second = 1_000_000;
-    config.rate_limit.burst = 1_000_000;
-    let gateway = TestGateway::start(config).await;
+    let gateway = without_rate_limit(&downstream).await;
     let report = loadgen(
         &gateway,
         &["--events", "300", "--connections", "8", "--duplicates", "0.2"],
@@ -66,10 +71,7 @@ async fn closed_loop_counts_add_up_and_duplicates_are_sent() {
 #[tokio::test]
 async fn open_loop_keeps_its_rate() {
     let downstream = FakeDownstream::start().await;
-    let mut config = test_config(&downstream.url(""));
-    config.rate_limit.per_second = 1_000_000;
-    config.rate_limit.burst = 1_000_000;
-    let gateway = TestGateway::start(config).await;
+    let gateway = without_rate_limit(&downstream).await;
     let report = loadgen(&gateway, &["--rate", "400", "--duration", "1s", "--connections", "4"]).await;
     let requests = report["requests"].as_u64().expect("requests");
     assert!((360..=440).contains(&requests), "400/s for 1 s: {report}");
