@@ -18,11 +18,7 @@ pub struct RedisServer {
 /// A port that is free, and whose cluster-bus twin (port + 10000) is free too.
 fn free_port() -> u16 {
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = super::process::free_port();
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }
