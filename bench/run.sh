@@ -148,8 +148,7 @@ for round in $(seq 1 "$ROUNDS"); do
     "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret --duration "$DURATION" \
       --connections "$CONNECTIONS" --json --quiet > "$work/report.json"
     after_server=$(cpu_ticks $servers); after_echo=$(cpu_ticks "$ECHO_PID"); after_redis=$(cpu_ticks "$REDIS_PID")
-    rss=$( [ -n "$servers" ] && rss_peak_kb $(echo "$servers" | cut -d' ' -f1) || echo 0 )
-    [ "$v" = nginx ] && rss=$(rss_peak_kb $NGINX_PIDS)
+    rss=$( [ -n "$servers" ] && rss_peak_kb $servers || echo 0 )
     python3 - "$v" "$round" "$HZ" "$((after_server - before_server))" "$((after_echo - before_echo))" \
       "$((after_redis - before_redis))" "$rss" \
       "$work/report.json" >> "$runs" <<'PY'
