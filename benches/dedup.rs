@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hookgate::config::{DedupConfig, RedisUrls, StoreKind};
 use hookgate::dedup::{ClaimResult, DedupStore};
+use hookgate::redis_client::RedisClient;
 use hookgate::verify::event_id::EventId;
 
 const CONCURRENCY: u64 = 64;
@@ -34,7 +35,7 @@ fn memory(c: &mut Criterion) {
         .build()
         .expect("runtime");
     // The default bound (100 000 ids): once full, every claim also evicts the oldest id, the steady state.
-    let store = runtime.block_on(async { DedupStore::new(&DedupConfig::default()).expect("store") });
+    let store = runtime.block_on(async { DedupStore::new(&DedupConfig::default(), None).expect("store") });
     let mut group = c.benchmark_group("dedup_memory");
     group.throughput(Throughput::Elements(1));
     let mut round = 0u64;
@@ -70,7 +71,10 @@ fn redis(c: &mut Criterion) {
         timeout: Duration::from_secs(5),
         ..DedupConfig::default()
     };
-    let store = runtime.block_on(async { DedupStore::new(&config).expect("store") });
+    let store = runtime.block_on(async {
+        let redis = RedisClient::new(&config.redis_url, None, config.timeout).expect("redis client");
+        DedupStore::new(&config, Some(&redis)).expect("store")
+    });
     let mut group = c.benchmark_group("dedup_redis");
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);

@@ -3,8 +3,6 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -112,17 +110,14 @@ fn whole_request(c: &mut Criterion) {
     "#;
     let config = hookgate::config::parse(text, Path::new("bench.toml")).expect("config");
     let stack = runtime.block_on(async {
-        let shared = hookgate::gateway::Shared {
-            client: hookgate::forward::http::client(),
-            dedup: hookgate::dedup::DedupStore::new(&config.dedup).expect("store"),
-            inflight: Arc::new(AtomicUsize::new(0)),
-        };
-        let gateway = hookgate::gateway::Gateway::build(&config, &shared, Path::new("bench.toml")).expect("gateway");
+        let path = Path::new("bench.toml");
+        let backends = hookgate::gateway::Backends::connect(&config, path).expect("backends");
+        let gateway = hookgate::gateway::Gateway::build(&config, &backends, path).expect("gateway");
         hookgate::stack::build(&gateway)
     });
     let verifier = Verifier::new(SchemeKind::Github, None, &[Secret::new("bench-secret")], Duration::ZERO).expect("v");
     let body = body(1024);
-    let peer = hookgate::ingress::client_ip::PeerAddr("203.0.113.7:40000".parse().expect("addr"));
+    let peer = hookgate::peer::PeerAddr("203.0.113.7:40000".parse().expect("addr"));
     let mut n = 0u64;
     c.bench_function("stack/verify_memory_dedup_discard_1k", |b| {
         b.to_async(&runtime).iter(|| {

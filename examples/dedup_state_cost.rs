@@ -34,7 +34,9 @@ async fn main() {
         timeout: Duration::from_secs(5),
         ..DedupConfig::default()
     };
-    let store = DedupStore::new(&config).expect("store");
+    let redis =
+        hookgate::redis_client::RedisClient::new(&config.redis_url, None, config.timeout).expect("redis client");
+    let store = DedupStore::new(&config, Some(&redis)).expect("store");
     let before = used_memory(&client).await;
     let tasks: Vec<_> = (0..64u64)
         .map(|t| {

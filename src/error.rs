@@ -1,11 +1,20 @@
 //! The one table from a request's fate to its HTTP status, `x-hookgate-outcome` header and metric labels.
-//! Stages return typed errors; only [`Rejection::outcome`] and [`Outcome::status`] decide what a sender sees.
+//! Each stage refuses with its own typed error; [`Rejection`] holds one variant per stage, and only
+//! [`Rejection::outcome`], [`Rejection::reason`] and [`Outcome::status`] decide, by variant, what a sender
+//! sees and what is counted. The stages never import this table: their services convert into it through
+//! `From`, so the arrows point from here down to them.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::forward::ForwardError;
+use crate::body::BodyError;
+use crate::dedup::layer::{DedupError, Duplicate};
+use crate::forward::{Delivered, ForwardError};
+use crate::ingress::allowlist::IpDenied;
+use crate::ingress::rate_limit::Refused;
+use crate::ingress::route::RouteError;
+use crate::ingress::shed::Overloaded;
 use crate::verify::VerifyError;
 use crate::verify::event_id::EventIdError;
 
@@ -27,6 +36,7 @@ pub enum Outcome {
     DownstreamError,
     DownstreamTimeout,
     Unavailable,
+    InternalError,
 }
 
 impl Outcome {
@@ -47,6 +57,7 @@ impl Outcome {
             Outcome::DownstreamError => "downstream_error",
             Outcome::DownstreamTimeout => "downstream_timeout",
             Outcome::Unavailable => "unavailable",
+            Outcome::InternalError => "internal_error",
         }
     }
 
@@ -66,6 +77,7 @@ impl Outcome {
             Outcome::DownstreamError => StatusCode::BAD_GATEWAY,
             Outcome::DownstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -82,7 +94,7 @@ impl Outcome {
             NotFound => "not_found", MethodNotAllowed => "method_not_allowed", TooLarge => "too_large",
             BadRequest => "bad_request", RequestTimeout => "request_timeout",
             DownstreamError => "downstream_error", DownstreamTimeout => "downstream_timeout",
-            Unavailable => "unavailable",
+            Unavailable => "unavailable", InternalError => "internal_error",
         }
     }
 }
@@ -90,12 +102,16 @@ impl Outcome {
 /// A request that got through: the sender is told it succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
+    /// Delivered downstream.
     Forwarded,
+    /// Durably enqueued.
     Queued,
+    /// Delivered before; not forwarded again.
     Duplicate,
 }
 
 impl Accepted {
+    /// The outcome the sender is told.
     pub fn outcome(self) -> Outcome {
         match self {
             Accepted::Forwarded => Outcome::Forwarded,
@@ -105,60 +121,73 @@ impl Accepted {
     }
 }
 
-/// Why a request was refused, with the data each stage knows.
+impl From<Delivered> for Accepted {
+    fn from(delivered: Delivered) -> Self {
+        match delivered {
+            Delivered::Forwarded => Accepted::Forwarded,
+            Delivered::Queued => Accepted::Queued,
+        }
+    }
+}
+
+impl From<Duplicate> for Accepted {
+    fn from(_: Duplicate) -> Self {
+        Accepted::Duplicate
+    }
+}
+
+/// Why a request was refused: one variant per stage, each carrying that stage's own typed error.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
-    #[error("no source serves this path")]
-    NotFound,
-    #[error("only POST is accepted")]
-    MethodNotAllowed,
-    #[error("client IP is not in the source's allowlist")]
-    IpDenied,
-    #[error("rate limit exceeded, retry in {retry_after:?}")]
-    RateLimited {
-        retry_after: Duration,
-        /// The source's total for all clients, rather than this client's own limit.
-        total: bool,
-    },
-    #[error("body is longer than {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("the body was not received within {0:?}")]
-    BodyTimeout(Duration),
-    #[error("the body could not be read: {0}")]
-    BodyRead(String),
+    /// Routing: no source for the path, or not POST.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// Load shedding: too many requests in flight.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+    /// The allowlist.
+    #[error(transparent)]
+    IpDenied(#[from] IpDenied),
+    /// The rate limit.
+    #[error(transparent)]
+    RateLimited(#[from] Refused),
+    /// Reading the body.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The signature.
     #[error("bad signature: {0}")]
     BadSignature(#[from] VerifyError),
+    /// The event id.
     #[error("bad request: {0}")]
     EventId(#[from] EventIdError),
+    /// The dedup claim.
+    #[error(transparent)]
+    Dedup(#[from] DedupError),
+    /// The handler.
     #[error("downstream: {0}")]
     Forward(#[from] ForwardError),
-    #[error("the event is being processed by another request; retry in {retry_after:?}")]
-    InFlight { retry_after: Duration },
-    #[error("unavailable: {reason}")]
-    Unavailable {
-        reason: &'static str,
-        retry_after: Duration,
-    },
 }
 
 impl Rejection {
+    /// The outcome the sender is told.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Rejection::NotFound => Outcome::NotFound,
-            Rejection::MethodNotAllowed => Outcome::MethodNotAllowed,
-            Rejection::IpDenied => Outcome::IpDenied,
-            Rejection::RateLimited { .. } => Outcome::RateLimited,
-            Rejection::TooLarge { .. } => Outcome::TooLarge,
-            Rejection::BodyTimeout(_) => Outcome::RequestTimeout,
-            Rejection::BodyRead(_) => Outcome::BadRequest,
+            Rejection::Route(RouteError::NotFound) => Outcome::NotFound,
+            Rejection::Route(RouteError::MethodNotAllowed) => Outcome::MethodNotAllowed,
+            Rejection::Overloaded(_) => Outcome::Unavailable,
+            Rejection::IpDenied(_) => Outcome::IpDenied,
+            Rejection::RateLimited(_) => Outcome::RateLimited,
+            Rejection::Body(BodyError::TooLarge) => Outcome::TooLarge,
+            Rejection::Body(BodyError::Timeout) => Outcome::RequestTimeout,
+            Rejection::Body(BodyError::Read(_)) => Outcome::BadRequest,
             Rejection::BadSignature(_) => Outcome::BadSignature,
             Rejection::EventId(_) => Outcome::BadRequest,
+            Rejection::Dedup(DedupError::InFlight { .. }) => Outcome::InFlight,
+            Rejection::Dedup(DedupError::StoreUnavailable { .. }) => Outcome::Unavailable,
             Rejection::Forward(ForwardError::Timeout(_)) => Outcome::DownstreamTimeout,
             // The queue could not take the event: nothing failed downstream, the sender should come back.
             Rejection::Forward(ForwardError::Enqueue(_)) => Outcome::Unavailable,
             Rejection::Forward(_) => Outcome::DownstreamError,
-            Rejection::InFlight { .. } => Outcome::InFlight,
-            Rejection::Unavailable { .. } => Outcome::Unavailable,
         }
     }
 
@@ -166,23 +195,31 @@ impl Rejection {
     /// (`bad_signature:stale_timestamp`).
     pub fn reason(&self) -> &'static str {
         match self {
-            Rejection::BadSignature(e) => match e.reason() {
-                "missing_header" => "bad_signature:missing_header",
-                "malformed_header" => "bad_signature:malformed_header",
-                "bad_encoding" => "bad_signature:bad_encoding",
-                "stale_timestamp" => "bad_signature:stale_timestamp",
-                "future_timestamp" => "bad_signature:future_timestamp",
-                _ => "bad_signature:mismatch",
+            Rejection::BadSignature(e) => match e {
+                VerifyError::MissingHeader(_) => "bad_signature:missing_header",
+                VerifyError::MalformedHeader(_) => "bad_signature:malformed_header",
+                VerifyError::BadEncoding(..) => "bad_signature:bad_encoding",
+                VerifyError::StaleTimestamp { .. } => "bad_signature:stale_timestamp",
+                VerifyError::FutureTimestamp { .. } => "bad_signature:future_timestamp",
+                VerifyError::Mismatch => "bad_signature:mismatch",
             },
-            Rejection::EventId(e) => match e.reason() {
-                "missing_event_id" => "bad_request:missing_event_id",
-                "body_not_json" => "bad_request:body_not_json",
-                _ => "bad_request:invalid_event_id",
+            Rejection::EventId(e) => match e {
+                EventIdError::Missing(_) => "bad_request:missing_event_id",
+                EventIdError::BodyNotJson(_) => "bad_request:body_not_json",
+                EventIdError::Invalid => "bad_request:invalid_event_id",
             },
-            Rejection::BodyRead(_) => "bad_request:body_read",
-            Rejection::Forward(e) => e.reason(),
-            Rejection::Unavailable { reason, .. } => reason,
-            Rejection::RateLimited { total: true, .. } => "rate_limited:total",
+            Rejection::Body(BodyError::Read(_)) => "bad_request:body_read",
+            Rejection::Forward(e) => match e {
+                ForwardError::Timeout(_) => "downstream_timeout",
+                ForwardError::Connect(_) => "downstream_error:connect",
+                ForwardError::Status(s) if s.is_server_error() => "downstream_error:status_5xx",
+                ForwardError::Status(_) => "downstream_error:status_other",
+                ForwardError::Io(_) => "downstream_error:io",
+                ForwardError::Enqueue(_) => "unavailable:queue",
+            },
+            Rejection::Overloaded(_) => "unavailable:overloaded",
+            Rejection::Dedup(DedupError::StoreUnavailable { .. }) => "unavailable:dedup_store",
+            Rejection::RateLimited(Refused::Total(_)) => "rate_limited:total",
             other => other.outcome().as_str(),
         }
     }
@@ -190,9 +227,10 @@ impl Rejection {
     /// `Retry-After` for the refusals a sender should retry later.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Rejection::RateLimited { retry_after, .. }
-            | Rejection::InFlight { retry_after }
-            | Rejection::Unavailable { retry_after, .. } => Some(*retry_after),
+            Rejection::RateLimited(refused) => Some(refused.retry_after()),
+            Rejection::Overloaded(Overloaded { retry_after })
+            | Rejection::Dedup(DedupError::InFlight { retry_after })
+            | Rejection::Dedup(DedupError::StoreUnavailable { retry_after }) => Some(*retry_after),
             Rejection::Forward(ForwardError::Enqueue(_)) => Some(Duration::from_secs(5)),
             _ => None,
         }

@@ -1,12 +1,18 @@
-//! The runtime form of a config: secrets read, keys set up, URLs parsed, routes built. Building it is the
-//! last check of a config, so `check-config` and start-up refuse exactly the same files.
+//! The one builder: turns a config into the running gateway. `serve`, the CLI subcommands and the tests
+//! all go through it; nothing else assembles the parts.
+//! - [`Backends::connect`] sets up what outlives a config: the one Redis client (shared by the dedup
+//!   store and every queue), the dedup store, the downstream HTTP client and the in-flight counter. A
+//!   reload keeps them.
+//! - [`Gateway::build`] reads the secrets, sets up the keys and builds each source's parts; the stack is
+//!   assembled from them in `stack.rs`. Config validation has already checked every rule; what can still
+//!   fail here is what only a build can find (a secret that is not set, a key that does not decode).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::config::{AllowIp, Config, ConfigError, ForwardConfig, SourceConfig};
+use crate::config::{Config, ConfigError, ForwardConfig, SourceConfig, StoreKind};
 use crate::dedup::DedupStore;
 use crate::forward::Handler;
 use crate::forward::http::{HttpClient, HttpHandler};
@@ -14,63 +20,109 @@ use crate::forward::queue::Queue;
 use crate::forward::stdout::StdoutHandler;
 use crate::ingress::allowlist::Allowlist;
 use crate::ingress::client_ip::Resolver;
-use crate::ingress::ip_ranges;
 use crate::ingress::rate_limit::{self, Limiter};
-use crate::ingress::route::Routes;
+use crate::redis_client::RedisClient;
 use crate::verify::Verifier;
 use crate::verify::event_id::Locator;
 
-/// One webhook sender, ready to serve.
-#[derive(Debug)]
-pub struct Source {
-    pub name: Arc<str>,
-    pub path: String,
-    pub verifier: Verifier,
-    pub event_id: Locator,
-    pub allowlist: Allowlist,
-    pub limiter: Arc<Limiter>,
-    pub handler: Handler,
-}
-
-/// What outlives one config: a reload builds a new [`Gateway`] around the same shared parts.
+/// What outlives one config: a reload builds a new [`Gateway`] around the same backends.
 #[derive(Debug, Clone)]
-pub struct Shared {
-    pub client: HttpClient,
+pub struct Backends {
+    /// The one Redis client, when the dedup store or a queue needs Redis.
+    pub redis: Option<RedisClient>,
+    /// The dedup store every source shares.
     pub dedup: Arc<DedupStore>,
-    /// Requests in flight, for load shedding.
+    /// The downstream client every `http` handler and queue worker shares, so connections are pooled.
+    pub http: HttpClient,
+    /// Requests in flight, for load shedding; kept across reloads.
     pub inflight: Arc<AtomicUsize>,
 }
 
-/// Limits on reading a request body.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    pub max_bytes: u64,
-    pub read_timeout: Duration,
+impl Backends {
+    /// Sets up the backends of `config` without contacting any: Redis connects on first use and
+    /// reconnects by itself, so a config check needs no Redis, and a Redis that is down at start-up shows
+    /// in `/readyz` and in answers, not as a failed start.
+    pub fn connect(config: &Config, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let needs_redis = config.dedup.store == StoreKind::Redis
+            || config
+                .sources
+                .iter()
+                .any(|s| matches!(s.forward, ForwardConfig::Queue(_)));
+        let redis = if needs_redis {
+            let dedup = &config.dedup;
+            let urls = dedup.redis_url.clone().or_env();
+            let client = RedisClient::new(&urls, dedup.redis_ca_file.as_deref(), dedup.timeout)
+                .map_err(|message| invalid("dedup.redis_url", message))?;
+            Some(client)
+        } else {
+            None
+        };
+        let dedup =
+            DedupStore::new(&config.dedup, redis.as_ref()).map_err(|e| invalid("dedup.store", e.to_string()))?;
+        Ok(Backends {
+            redis,
+            dedup,
+            http: HttpClient::default(),
+            inflight: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+}
+
+/// One webhook sender's parts, ready to serve.
+#[derive(Debug)]
+pub struct Source {
+    /// Its name, the `source` label.
+    pub name: Arc<str>,
+    /// The path that selects it.
+    pub path: String,
+    /// Its signature check, with every active key.
+    pub verifier: Arc<Verifier>,
+    /// Where its event ids are.
+    pub event_id: Arc<Locator>,
+    /// Who may send.
+    pub allowlist: Arc<Allowlist>,
+    /// Its rate limits.
+    pub limiter: Arc<Limiter>,
+    /// Where its events go.
+    pub handler: Arc<Handler>,
 }
 
 /// Everything the request stack needs, built from one config.
 #[derive(Debug)]
 pub struct Gateway {
-    pub routes: Arc<Routes>,
+    /// The sources, in config order.
+    pub sources: Vec<Source>,
+    /// How the client address is found.
     pub client_ip: Resolver,
-    pub body: BodyLimits,
-    pub dedup: Arc<DedupStore>,
-    pub inflight: Arc<AtomicUsize>,
+    /// Largest accepted body.
+    pub max_body_bytes: u64,
+    /// Deadline for reading a whole body.
+    pub body_read_timeout: Duration,
+    /// Header values never to show in a log line: every signature header and credential.
+    pub sensitive_headers: Arc<[http::HeaderName]>,
+    /// The backends this gateway was built around.
+    pub backends: Backends,
+    /// Past this many requests in flight, refuse at once.
     pub max_inflight: usize,
     /// The sources with a `queue` handler, whose delivery workers the server runs.
     pub queues: Vec<Arc<Queue>>,
 }
 
 impl Gateway {
-    /// Builds the runtime form of `config` around a dedup store that outlives it (a reload keeps the
-    /// store). `path` only names the file in errors.
-    pub fn build(config: &Config, shared: &Shared, path: &Path) -> Result<Gateway, ConfigError> {
+    /// Builds the runtime form of `config` around `backends` (a reload keeps them). `path` only names the
+    /// file in errors.
+    pub fn build(config: &Config, backends: &Backends, path: &Path) -> Result<Gateway, ConfigError> {
         let sources = config
             .sources
             .iter()
             .enumerate()
             .map(|(i, source)| {
-                build_source(config, source, shared).map_err(|(field, message)| ConfigError::Invalid {
+                build_source(config, source, backends).map_err(|(field, message)| ConfigError::Invalid {
                     path: path.to_owned(),
                     key: format!("source[{i}] ({:?}).{field}", source.name),
                     message,
@@ -80,42 +132,30 @@ impl Gateway {
         rate_limit::spawn_purge(sources.iter().map(|s| Arc::downgrade(&s.limiter)).collect());
         let queues = sources
             .iter()
-            .filter_map(|s| match &s.handler {
+            .filter_map(|s| match s.handler.as_ref() {
                 Handler::Queue(queue) => Some(queue.clone()),
                 _ => None,
             })
             .collect();
         Ok(Gateway {
-            routes: Arc::new(Routes::new(sources)),
+            sources,
             client_ip: Resolver::new(config.client_ip.trusted_proxies.clone(), config.client_ip.header),
-            body: BodyLimits {
-                max_bytes: config.server.max_body_bytes,
-                read_timeout: config.server.body_read_timeout,
-            },
-            dedup: shared.dedup.clone(),
-            inflight: shared.inflight.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
+            sensitive_headers: crate::verify::sensitive_headers(&config.sources),
+            backends: backends.clone(),
             max_inflight: config.server.max_inflight,
             queues,
         })
     }
+
+    /// The queue of the source named `name`.
+    pub fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
+        self.queues.iter().find(|q| q.source() == name)
+    }
 }
 
-fn build_source(
-    global: &Config,
-    config: &SourceConfig,
-    shared: &Shared,
-) -> Result<Arc<Source>, (&'static str, String)> {
-    let client = &shared.client;
-    let mut allowed = Vec::new();
-    for entry in &config.allow_ips {
-        match entry {
-            AllowIp::Net(net) => allowed.push(*net),
-            AllowIp::List(name) => allowed.extend(
-                ip_ranges::resolve(name, global.client_ip.ip_ranges_max_age, SystemTime::now())
-                    .map_err(|e| ("allow_ips", e))?,
-            ),
-        }
-    }
+fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> Result<Source, (&'static str, String)> {
     let secrets = config
         .secrets
         .iter()
@@ -123,13 +163,14 @@ fn build_source(
         .map(|(i, secret)| secret.resolve().map_err(|e| format!("secrets[{i}]: {e}")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("secrets", e))?;
-    let verifier =
-        Verifier::new(config.scheme, config.hmac.as_ref(), &secrets, config.tolerance).map_err(|e| ("secrets", e))?;
+    let verifier = Verifier::new(config.scheme, config.hmac.as_ref(), &secrets, config.tolerance)
+        .map_err(|e| ("secrets", e.to_string()))?;
+    // `None` only for `hmac` without `event_id`, which validation refuses.
     let event_id = Locator::new(config.event_id.as_ref(), config.scheme)
         .ok_or(("event_id", "this scheme has no default event id; set one".to_owned()))?;
     let handler = match &config.forward {
         ForwardConfig::Http { url, timeout } => {
-            Handler::Http(HttpHandler::new(client.clone(), url, *timeout).map_err(|e| ("forward.url", e))?)
+            Handler::Http(HttpHandler::new(backends.http.clone(), url, *timeout).map_err(|e| ("forward.url", e))?)
         }
         ForwardConfig::Stdout {} => Handler::Stdout(StdoutHandler),
         ForwardConfig::Discard {} => {
@@ -137,29 +178,30 @@ fn build_source(
             Handler::Discard
         }
         ForwardConfig::Queue(queue) => {
-            let redis = shared
-                .dedup
-                .redis()
-                .cloned()
-                .ok_or(("forward.kind", "\"queue\" needs dedup.store = \"redis\"".to_owned()))?;
+            // `connect` opens the Redis client whenever a source is queued.
+            let redis = backends
+                .redis
+                .clone()
+                .ok_or(("forward.kind", "a queue needs a Redis client".to_owned()))?;
             let queue = Queue::new(
                 &config.name,
                 redis,
                 &global.dedup.key_prefix,
                 queue.clone(),
-                shared.client.clone(),
+                backends.http.clone(),
             )
             .map_err(|e| ("forward.url", e))?;
             Handler::Queue(Arc::new(queue))
         }
     };
-    Ok(Arc::new(Source {
+    let allowed = config.allow_ips.iter().flat_map(|entry| entry.nets()).collect();
+    Ok(Source {
         name: Arc::from(config.name.as_str()),
         path: config.path.clone(),
-        verifier,
-        event_id,
-        allowlist: Allowlist::new(allowed),
+        verifier: Arc::new(verifier),
+        event_id: Arc::new(event_id),
+        allowlist: Arc::new(Allowlist::new(allowed)),
         limiter: Arc::new(Limiter::new(&global.rate_limit, &config.rate_limit)),
-        handler,
-    }))
+        handler: Arc::new(handler),
+    })
 }

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use hookgate::config::{self, HmacAlgorithm, HmacConfig, SchemeKind, Secret, SignatureEncoding};
 use hookgate::cores::Cores;
 use hookgate::forward::queue::{Queue, Replay};
+use hookgate::gateway::{Backends, Gateway};
 use hookgate::server::{self, Listeners};
 use hookgate::telemetry::{self, LogFormat};
 use hookgate::verify::Verifier;
@@ -55,9 +58,9 @@ enum Command {
     },
     /// A demo downstream: answers POSTs with a status after a delay, and counts what it received
     /// (`GET /stats`). docker-compose and the benchmark use it.
-    Echo(hookgate::echo::EchoArgs),
+    Echo(cli::echo::EchoArgs),
     /// Send signed webhooks at a fixed rate or as fast as answered, and report throughput and latency.
-    Loadgen(hookgate::loadgen::LoadgenArgs),
+    Loadgen(cli::loadgen::LoadgenArgs),
     /// Queue operations.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -162,7 +165,7 @@ fn main() -> ExitCode {
             let which = id.map_or(Replay::All, Replay::One);
             dead_replay(&config, &source, &which)
         }
-        Command::Echo(args) => runtime().and_then(|rt| rt.block_on(hookgate::echo::run(args, shutdown_signal()))),
+        Command::Echo(args) => runtime().and_then(|rt| rt.block_on(cli::echo::run(args, shutdown_signal()))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -268,9 +271,9 @@ async fn reload_on_change(path: PathBuf, reload: tokio::sync::mpsc::Sender<()>) 
     }
 }
 
-fn loadgen(args: hookgate::loadgen::LoadgenArgs) -> Result<(), String> {
+fn loadgen(args: cli::loadgen::LoadgenArgs) -> Result<(), String> {
     let json = args.json;
-    let report = runtime()?.block_on(hookgate::loadgen::run(args))?;
+    let report = runtime()?.block_on(cli::loadgen::run(args))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
@@ -302,13 +305,13 @@ fn probe(url: &str, timeout: Duration) -> Result<(), String> {
 /// The queues of the config at `path`, connected to its Redis, without starting any worker.
 async fn queues(path: &Path) -> Result<Vec<std::sync::Arc<Queue>>, String> {
     let config = config::load(path).map_err(|e| e.to_string())?;
-    let shared = hookgate::gateway::Shared {
-        client: hookgate::forward::http::client(),
-        dedup: hookgate::dedup::DedupStore::new(&config.dedup)?,
-        inflight: Default::default(),
-    };
-    let gateway = hookgate::gateway::Gateway::build(&config, &shared, path).map_err(|e| e.to_string())?;
-    Ok(gateway.queues)
+    Ok(build(&config, path)?.queues)
+}
+
+/// The gateway of `config`, built exactly as `serve` builds it, without serving.
+fn build(config: &config::Config, path: &Path) -> Result<Gateway, String> {
+    let backends = Backends::connect(config, path).map_err(|e| e.to_string())?;
+    Gateway::build(config, &backends, path).map_err(|e| e.to_string())
 }
 
 async fn queue_named(path: &Path, source: &str) -> Result<std::sync::Arc<Queue>, String> {
@@ -360,12 +363,7 @@ fn check_config(path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         // The store is set up but not contacted: a config check must not need Redis.
-        let shared = hookgate::gateway::Shared {
-            client: hookgate::forward::http::client(),
-            dedup: hookgate::dedup::DedupStore::new(&config.dedup)?,
-            inflight: Default::default(),
-        };
-        hookgate::gateway::Gateway::build(&config, &shared, path).map_err(|e| e.to_string())
+        build(&config, path)
     })?;
     let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
     println!(
@@ -390,7 +388,8 @@ fn sign(args: SignArgs) -> Result<(), String> {
     } else {
         None
     };
-    let verifier = Verifier::new(args.scheme, hmac.as_ref(), &[Secret::new(args.secret)], Duration::ZERO)?;
+    let verifier = Verifier::new(args.scheme, hmac.as_ref(), &[Secret::new(args.secret)], Duration::ZERO)
+        .map_err(|e| e.to_string())?;
     let id = args
         .id
         .unwrap_or_else(|| format!("evt_{:024x}", rand::random::<u128>() >> 32));
@@ -422,7 +421,7 @@ fn hmac_config(args: &SignArgs) -> Result<HmacConfig, String> {
             other => return Err(format!("unknown encoding `{other}`; use hex or base64")),
         },
         prefix: args.prefix.clone(),
-        signed_content: args.signed_content.clone(),
+        signed_content: config::Template::parse(&args.signed_content).map_err(|e| format!("--signed-content: {e}"))?,
         timestamp_header: args.timestamp_header.as_deref().map(header_name).transpose()?,
     })
 }

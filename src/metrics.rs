@@ -13,8 +13,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::error::Outcome;
-
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 pub const REJECTIONS_TOTAL: &str = "hookgate_rejections_total";
 pub const REQUEST_DURATION: &str = "hookgate_request_duration_seconds";
@@ -33,8 +31,7 @@ pub const QUEUE_OLDEST_AGE: &str = "hookgate_queue_oldest_age_seconds";
 pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
-/// The label of requests whose path selects no source.
-pub const UNKNOWN_SOURCE: &str = "_unknown";
+pub const PANICS_TOTAL: &str = "hookgate_panics_total";
 
 /// Histogram buckets from 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -151,14 +148,18 @@ fn describe() {
         Unit::Seconds,
         "Age of the oldest event not yet delivered."
     );
+    describe_counter!(
+        PANICS_TOTAL,
+        "Requests whose handling panicked; each was answered 500 and the process kept serving."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Counts one answered request and, for a refusal, its reason.
-pub fn request(source: &Arc<str>, outcome: Outcome, reason: Option<&'static str>, elapsed: Duration) {
-    source_counter(REQUESTS_TOTAL, source, "outcome", outcome.as_str()).increment(1);
-    source_histogram(REQUEST_DURATION, source, "outcome", outcome.as_str()).record(elapsed.as_secs_f64());
+pub fn request(source: &Arc<str>, outcome: &'static str, reason: Option<&'static str>, elapsed: Duration) {
+    source_counter(REQUESTS_TOTAL, source, "outcome", outcome).increment(1);
+    source_histogram(REQUEST_DURATION, source, "outcome", outcome).record(elapsed.as_secs_f64());
     if let Some(reason) = reason {
         counter!(REJECTIONS_TOTAL, "source" => source.clone(), "reason" => reason).increment(1);
     }
@@ -201,10 +202,31 @@ pub fn queue_delivery(source: &Arc<str>, result: &'static str) {
     counter!(QUEUE_DELIVERIES_TOTAL, "source" => source.clone(), "result" => result).increment(1);
 }
 
-pub fn queue_stats(source: &Arc<str>, stats: &crate::forward::queue::QueueStats) {
-    gauge!(QUEUE_DEPTH, "source" => source.clone()).set(stats.depth as f64);
-    gauge!(QUEUE_PENDING, "source" => source.clone()).set(stats.pending as f64);
-    gauge!(QUEUE_DELAYED, "source" => source.clone()).set(stats.delayed as f64);
-    gauge!(QUEUE_DEAD, "source" => source.clone()).set(stats.dead as f64);
-    gauge!(QUEUE_OLDEST_AGE, "source" => source.clone()).set(stats.oldest_age_seconds);
+/// A source's queue figures, read from Redis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueFigures {
+    /// Events in the stream: waiting or being delivered.
+    pub depth: u64,
+    /// Read by a worker, not yet settled.
+    pub pending: u64,
+    /// Waiting for a retry.
+    pub delayed: u64,
+    /// In the dead-letter stream.
+    pub dead: u64,
+    /// Age of the oldest event not yet delivered.
+    pub oldest_age_seconds: f64,
+}
+
+/// Sets a source's queue gauges.
+pub fn queue_stats(source: &Arc<str>, figures: QueueFigures) {
+    gauge!(QUEUE_DEPTH, "source" => source.clone()).set(figures.depth as f64);
+    gauge!(QUEUE_PENDING, "source" => source.clone()).set(figures.pending as f64);
+    gauge!(QUEUE_DELAYED, "source" => source.clone()).set(figures.delayed as f64);
+    gauge!(QUEUE_DEAD, "source" => source.clone()).set(figures.dead as f64);
+    gauge!(QUEUE_OLDEST_AGE, "source" => source.clone()).set(figures.oldest_age_seconds);
+}
+
+/// Counts a request whose handling panicked (answered `500 internal_error`).
+pub fn panic() {
+    counter!(PANICS_TOTAL).increment(1);
 }

@@ -13,11 +13,16 @@ use http::{HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use tower::{Layer, Service};
 
-use crate::error::{Outcome, Rejection};
-use crate::ingress::route::Handled;
+use crate::error::{Accepted, Outcome, Rejection};
+use crate::ingress::route::Routed;
 
+/// A request's fate as the router hands it up.
+pub type Handled = Routed<Result<Accepted, Rejection>>;
+
+/// The header that names a request's outcome on every answer.
 pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-hookgate-outcome");
 
+/// Builds [`RespondService`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RespondLayer;
 
@@ -28,6 +33,7 @@ impl<S> Layer<S> for RespondLayer {
     }
 }
 
+/// Turns each request's fate into its answer, and counts and logs it.
 #[derive(Debug, Clone)]
 pub struct RespondService<S> {
     inner: S,
@@ -71,6 +77,7 @@ impl Drop for Inflight {
 }
 
 pin_project_lite::pin_project! {
+    /// The inner stages' future, answered when it completes.
     pub struct RespondFuture<F> {
         #[pin]
         inner: F,
@@ -100,22 +107,34 @@ fn respond(handled: Handled, elapsed: Duration) -> Response<Full<Bytes>> {
         Ok(accepted) => (accepted.outcome(), None),
         Err(rejection) => (rejection.outcome(), Some(rejection)),
     };
-    crate::metrics::request(&handled.source, outcome, rejection.map(Rejection::reason), elapsed);
+    crate::metrics::request(
+        &handled.source,
+        outcome.as_str(),
+        rejection.map(Rejection::reason),
+        elapsed,
+    );
     if let Some(rejection) = rejection {
         log(&handled.source, handled.client_ip, outcome, rejection);
     }
 
-    let mut response = Response::new(Full::new(Bytes::from_static(outcome.body().as_bytes())));
-    *response.status_mut() = outcome.status();
+    let mut response = answer(outcome);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(OUTCOME_HEADER, HeaderValue::from_static(outcome.as_str()));
     if let Some(after) = rejection.and_then(Rejection::retry_after) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
     }
     if outcome == Outcome::MethodNotAllowed {
         headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
+    response
+}
+
+/// The bare answer of `outcome`: its status, `x-hookgate-outcome` and its JSON body.
+pub fn answer(outcome: Outcome) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(outcome.body().as_bytes())));
+    *response.status_mut() = outcome.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(OUTCOME_HEADER, HeaderValue::from_static(outcome.as_str()));
     response
 }
 

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -28,11 +27,10 @@ use tower::ServiceExt;
 use crate::admin::{Admin, Health};
 use crate::config::{self, Config, ConfigError};
 use crate::cores::Cores;
-use crate::dedup::DedupStore;
 use crate::forward::queue::{self, Queue, Workers};
-use crate::gateway::{Gateway, Shared};
-use crate::ingress::client_ip::PeerAddr;
+use crate::gateway::{Backends, Gateway};
 use crate::ingress::connections::{ConnectionLimit, ConnectionSlot};
+use crate::peer::PeerAddr;
 use crate::stack::{self, GatewayService};
 
 /// The two listeners, bound before `run` so that tests can bind port 0 and read the real address, and
@@ -85,13 +83,9 @@ pub async fn run(
         key: key.to_owned(),
         message,
     };
-    let dedup = DedupStore::new(&config.dedup).map_err(|message| invalid("dedup", message))?;
-    let shared = Shared {
-        client: crate::forward::http::client(),
-        dedup: dedup.clone(),
-        inflight: Arc::new(AtomicUsize::new(0)),
-    };
-    let gateway = Gateway::build(&config, &shared, config_path)?;
+    let backends = Backends::connect(&config, config_path)?;
+    let dedup = backends.dedup.clone();
+    let gateway = Gateway::build(&config, &backends, config_path)?;
     let tls = match &config.server.tls {
         Some(tls) => Some(ArcSwap::new(
             crate::tls::server_config(tls).map_err(|m| invalid("server.tls", m))?,
@@ -149,7 +143,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = reload.recv() => {
-                if let Some(new_queues) = reload_config(&config, config_path, &shared, &live) {
+                if let Some(new_queues) = reload_config(&config, config_path, &backends, &live) {
                     // The old workers finish their deliveries in the background; the new ones start now.
                     let old = std::mem::replace(&mut workers, Workers::start(&new_queues, &consumer));
                     tokio::spawn(old.stop(settings.grace));
@@ -182,9 +176,9 @@ pub async fn run(
 /// Reads, checks and builds the config again, then swaps it in; on any error the running config stays.
 /// `[server]` and `[dedup]` hold listeners and connections: changes there need a restart, and say so.
 /// Returns the new config's queues, whose workers the caller starts.
-fn reload_config(started: &Config, path: &Path, shared: &Shared, live: &Live) -> Option<Vec<Arc<Queue>>> {
+fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live) -> Option<Vec<Arc<Queue>>> {
     let built = config::load_or_embedded(path).and_then(|new| {
-        let gateway = Gateway::build(&new, shared, path)?;
+        let gateway = Gateway::build(&new, backends, path)?;
         let tls = match (&new.server.tls, &live.tls) {
             (Some(tls), Some(_)) => Some(crate::tls::server_config(tls).map_err(|message| ConfigError::Invalid {
                 path: path.to_owned(),
@@ -334,7 +328,7 @@ fn public_service(
     peer: SocketAddr,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Response = http::Response<tower_http::body::UnsyncBoxBody<bytes::Bytes, crate::BoxError>>,
     Error = std::convert::Infallible,
     Future = impl Send,
 > + Clone {

@@ -1,39 +1,158 @@
 //! The one place the request stack is assembled. Read top to bottom: the first layer is the first to see
-//! a request. The order is part of the contract: the allowlist and the rate limit run before the body is read,
-//! and verification runs before any dedup-store lookup.
+//! a request. The order is part of the contract: the allowlist and the rate limit run before the body is
+//! read, and verification runs before any dedup-store lookup.
+//!
+//! Two parts: the door, shared by every request ([`build`]), and each source's own stack
+//! ([`source_stack`]), which the router picks by path. Each source's stack is built with that source's
+//! allowlist, limiter, verifier and handler in its layers, so no stage looks a source up per request.
 
+use std::any::Any;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::request_id::{PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer};
+use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
+use tower_http::timeout::{RequestBodyDeadline, RequestBodyDeadlineLayer};
+use tower_http::trace::{MakeSpan, Trace, TraceLayer};
+use tracing::Span;
 
-use crate::gateway::Gateway;
-use crate::ingress::allowlist::AllowlistCheck;
+use crate::body::{BodyLimit, BodyLimitLayer};
+use crate::dedup::layer::{DedupLayer, DedupService};
+use crate::error::{Accepted, Outcome, Rejection};
+use crate::forward::layer::ForwardService;
+use crate::gateway::{Gateway, Source};
+use crate::ingress::allowlist::{AllowlistLayer, AllowlistService};
 use crate::ingress::client_ip::{ClientIpLayer, ClientIpService};
-use crate::ingress::gate::{Gate, GateLayer};
-use crate::ingress::rate_limit::RateLimitCheck;
-use crate::ingress::route::{RouteLayer, RouteService};
+use crate::ingress::rate_limit::{RateLimitLayer, RateLimitService};
+use crate::ingress::route::Router;
 use crate::ingress::shed::{ShedLayer, ShedService};
-use crate::pipeline::Pipeline;
+use crate::peer::REQUEST_ID_HEADER;
+use crate::request_id::{MakeId, SaneId, SaneIdLayer};
 use crate::respond::{RespondLayer, RespondService};
+use crate::verify::layer::{EventIdLayer, EventIdService, VerifyLayer, VerifyService};
 
-/// The assembled stack, named so that it can be stored and swapped whole.
-pub type GatewayService =
-    RespondService<ClientIpService<RouteService<ShedService<Gate<Gate<Pipeline, RateLimitCheck>, AllowlistCheck>>>>>;
+/// One source's stack, below the router.
+pub type SourceService = ShedService<
+    AllowlistService<
+        RateLimitService<
+            BodyLimit<
+                RequestBodyDeadline<VerifyService<EventIdService<DedupService<ForwardService<Accepted, Rejection>>>>>,
+            >,
+        >,
+    >,
+>;
 
+/// The whole stack, named so that it can be stored and swapped whole on a reload.
+pub type GatewayService = CatchPanic<
+    SetSensitiveRequestHeaders<
+        SaneId<
+            SetRequestId<
+                PropagateRequestId<
+                    Trace<
+                        RespondService<ClientIpService<Router<SourceService>>>,
+                        SharedClassifier<ServerErrorsAsFailures>,
+                        RequestSpan,
+                        (),
+                        (),
+                        (),
+                        (),
+                        (),
+                    >,
+                >,
+                MakeId,
+            >,
+        >,
+    >,
+    PanicAnswer,
+>;
+
+/// The door, shared by every request, then the router.
 pub fn build(gateway: &Gateway) -> GatewayService {
+    let routes = gateway
+        .sources
+        .iter()
+        .map(|source| (source.path.clone(), source.name.clone(), source_stack(gateway, source)));
     ServiceBuilder::new()
-        // Outermost, so that every answer, refusal or not, gets its status, outcome header and metric.
+        // Outermost: a panic anywhere below answers 500 (`internal_error`), is counted, and the process
+        // keeps serving.
+        .layer(CatchPanicLayer::custom(PanicAnswer))
+        // Before anything that could log a header: signature and credential headers print as `Sensitive`.
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(
+            gateway.sensitive_headers.clone(),
+        ))
+        // The request id is set at the door, so that every refusal is logged with it, answered back, and
+        // forwarded.
+        .layer(SaneIdLayer)
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeId))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        // One span per request, carrying the request id; the outcome is logged by the respond layer.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan)
+                .on_request(())
+                .on_response(())
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        // Every answer, refusal or not, gets its status, outcome header, metric and log line here.
         .layer(RespondLayer)
-        // The client IP is needed by the allowlist and, later, the rate limiter.
+        // The client IP is needed by the allowlist and the rate limiter.
         .layer(ClientIpLayer::new(gateway.client_ip.clone()))
-        // The source decides which allowlist and limits apply; 404/405 cost one map lookup. Routing first
-        // also labels every later refusal with its source.
-        .layer(RouteLayer::new(gateway.routes.clone()))
+        // The source decides which allowlist and limits apply; 404/405 cost one map lookup.
+        .service(Router::new(routes))
+}
+
+/// One source's stack, in request order.
+pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
+    ServiceBuilder::new()
         // Past the in-flight cap, answer 503 at once rather than queue without bound.
-        .layer(ShedLayer::new(gateway.inflight.clone(), gateway.max_inflight))
+        .layer(ShedLayer::new(gateway.backends.inflight.clone(), gateway.max_inflight))
         // Before the body is read: a refused client costs no memory and no HMAC. The allowlist comes
         // before the rate limit, so that denied addresses cannot use up the allowed ones' quota.
-        .layer(GateLayer(AllowlistCheck))
-        .layer(GateLayer(RateLimitCheck))
-        // Body limit, verification (before any store lookup), event id, dedup claim, forwarding,
-        // commit or release.
-        .service(Pipeline::new(gateway.body, gateway.dedup.clone()))
+        .layer(AllowlistLayer::new(source.allowlist.clone()))
+        .layer(RateLimitLayer::new(source.limiter.clone()))
+        // A declared length over the limit is refused before reading; the rest is capped while it streams,
+        // and the whole body must arrive before its deadline.
+        .layer(BodyLimitLayer::new(gateway.max_body_bytes))
+        .layer(RequestBodyDeadlineLayer::new(gateway.body_read_timeout))
+        // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
+        .layer(VerifyLayer::new(source.verifier.clone()))
+        .layer(EventIdLayer::new(source.event_id.clone()))
+        .layer(DedupLayer::new(gateway.backends.dedup.clone(), source.name.clone()))
+        .service(ForwardService::new(source.handler.clone(), source.name.clone()))
+}
+
+/// The span of one request: its request id (set just above) and path. Never a header value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &Request<B>) -> Span {
+        let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
+        tracing::info_span!("request", request_id = id.unwrap_or(""), path = request.uri().path())
+    }
+}
+
+/// The answer to a request whose handling panicked: `500 internal_error`, counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PanicAnswer;
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = Full<Bytes>;
+
+    fn response_for_panic(&mut self, error: Box<dyn Any + Send + 'static>) -> Response<Full<Bytes>> {
+        let message = error
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| error.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %message, "a request's handling panicked; answered 500");
+        crate::metrics::panic();
+        crate::respond::answer(Outcome::InternalError)
+    }
 }

@@ -9,6 +9,7 @@
 //! connection cut at shutdown) releases itself, so a key never waits for its lease to run out when that
 //! can be avoided.
 
+pub mod layer;
 pub mod memory;
 pub mod redis;
 
@@ -32,6 +33,11 @@ pub enum StoreError {
     #[error("the memory store is full of in-flight ids")]
     Full,
 }
+
+/// `store = "redis"` without a Redis client to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("dedup.store = \"redis\" needs a Redis client")]
+pub struct NoRedis;
 
 /// What a claim found.
 #[derive(Debug)]
@@ -73,16 +79,17 @@ pub struct DedupStore {
 }
 
 impl DedupStore {
-    /// Builds the configured store. Redis connects lazily and reconnects by itself, so a Redis that is
-    /// down at start-up makes requests fail (per `on_store_error`) and `/readyz` report it, not start-up.
-    pub fn new(config: &DedupConfig) -> Result<Arc<Self>, String> {
-        let backend = match config.store {
-            StoreKind::Memory => Backend::Memory(memory::MemoryStore::start(config.max_keys)),
-            StoreKind::Redis => {
-                let urls = config.redis_url.clone().or_env();
-                let client = RedisClient::new(&urls, config.redis_ca_file.as_deref(), config.timeout)?;
-                Backend::Redis(redis::RedisStore::new(client, &config.key_prefix))
+    /// Builds the configured store: in memory, or in Redis over `redis`, the gateway's one Redis client.
+    /// Redis connects lazily and reconnects by itself, so a Redis that is down at start-up makes requests
+    /// fail (per `on_store_error`) and `/readyz` report it, not start-up. `None` for `redis` with
+    /// `store = "redis"` is refused.
+    pub fn new(config: &DedupConfig, redis: Option<&RedisClient>) -> Result<Arc<Self>, NoRedis> {
+        let backend = match (config.store, redis) {
+            (StoreKind::Memory, _) => Backend::Memory(memory::MemoryStore::start(config.max_keys)),
+            (StoreKind::Redis, Some(client)) => {
+                Backend::Redis(redis::RedisStore::new(client.clone(), &config.key_prefix))
             }
+            (StoreKind::Redis, None) => return Err(NoRedis),
         };
         Ok(Arc::new(DedupStore {
             backend,
@@ -93,14 +100,6 @@ impl DedupStore {
             releases: TaskTracker::new(),
             warn_throttle: Throttle::default(),
         }))
-    }
-
-    /// The Redis connection of a Redis store, which the queue shares.
-    pub fn redis(&self) -> Option<&RedisClient> {
-        match &self.backend {
-            Backend::Memory(_) => None,
-            Backend::Redis(r) => Some(r.client()),
-        }
     }
 
     pub fn on_error(&self) -> OnStoreError {

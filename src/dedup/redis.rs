@@ -59,10 +59,6 @@ impl RedisStore {
         }
     }
 
-    pub(crate) fn client(&self) -> &RedisClient {
-        &self.client
-    }
-
     pub(crate) fn key(&self, source: &str, id: &str) -> Vec<u8> {
         let digest = Sha256::digest(id.as_bytes());
         let mut key = format!("{}:dedup:{source}:", self.prefix).into_bytes();

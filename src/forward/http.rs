@@ -4,29 +4,20 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 
+use super::Delivered;
 use super::{
     Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER, end_to_end_headers,
 };
-use crate::error::Accepted;
+use crate::config::DownstreamUrl;
 
-pub use super::pool::{HttpClient, Target};
+pub use super::pool::{HttpClient, Sender, Target};
 
 /// The client every `http` handler shares, so connections to one downstream are pooled across sources.
 pub fn client() -> HttpClient {
     HttpClient::default()
-}
-
-/// Checks that a downstream URL is `http://host[:port]/…`. TLS towards the downstream is not built in:
-/// the downstream sits beside the gateway, and a sidecar or service mesh adds TLS where it is needed.
-pub fn parse_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(format!("`{url}` must be an http:// URL with a host"));
-    }
-    Ok(uri)
 }
 
 #[derive(Debug, Clone)]
@@ -37,15 +28,15 @@ pub struct HttpHandler {
 }
 
 impl HttpHandler {
-    pub fn new(client: HttpClient, url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(client: HttpClient, url: &DownstreamUrl, timeout: Duration) -> Result<Self, String> {
         Ok(HttpHandler {
             client,
-            target: Target::new(&parse_url(url)?)?,
+            target: Target::new(url.uri())?,
             timeout,
         })
     }
 
-    pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+    pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let mut headers = HeaderMap::new();
         for (name, value) in end_to_end_headers(delivery.event.headers()) {
             headers.append(name, value.clone());
@@ -58,7 +49,7 @@ impl HttpHandler {
             attempt: None,
         };
         self.send(outgoing, headers, delivery.event.body().clone()).await?;
-        Ok(Accepted::Forwarded)
+        Ok(Delivered::Forwarded)
     }
 
     /// POSTs `body` with the end-to-end `headers` and the gateway's own; `Ok` only on 2xx.
@@ -114,16 +105,3 @@ pub(crate) struct Outgoing<'a> {
 
 /// The queue's delivery attempt, counted from 1.
 pub const ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-hookgate-attempt");
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_http_urls_with_a_host_are_accepted() {
-        assert!(parse_url("http://127.0.0.1:3000/hook").is_ok());
-        assert!(parse_url("https://example.test/hook").is_err());
-        assert!(parse_url("/relative").is_err());
-        assert!(parse_url("not a url").is_err());
-    }
-}

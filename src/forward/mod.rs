@@ -2,6 +2,7 @@
 //! downstream_error`, a handler timeout `504 downstream_timeout`; either way the sender is told to retry.
 
 pub mod http;
+pub mod layer;
 pub(crate) mod pool;
 pub mod queue;
 pub mod stdout;
@@ -11,9 +12,17 @@ use std::time::Duration;
 
 use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use crate::error::Accepted;
 use crate::verify::Verified;
 use crate::verify::event_id::EventId;
+
+/// What a handler did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The downstream answered 2xx, or the event was written.
+    Forwarded,
+    /// Durably enqueued; the delivery workers take it from there.
+    Queued,
+}
 
 /// Why a handler could not deliver.
 #[derive(Debug, thiserror::Error)]
@@ -68,20 +77,19 @@ pub enum Handler {
 }
 
 impl Handler {
-    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         match self {
             Handler::Http(h) => h.deliver(delivery).await,
             Handler::Stdout(h) => h.deliver(delivery).await,
             Handler::Queue(q) => q.enqueue(delivery).await,
-            Handler::Discard => Ok(Accepted::Forwarded),
+            Handler::Discard => Ok(Delivered::Forwarded),
         }
     }
 }
 
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-hookgate-source");
 pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("x-hookgate-event-id");
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub use crate::peer::{FORWARDED_FOR, REQUEST_ID_HEADER};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) concern one connection and are never passed on. `host` and
 /// `content-length` are set anew for the downstream request.

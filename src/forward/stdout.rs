@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::Delivered;
 use super::{Delivery, ForwardError, end_to_end_headers};
-use crate::error::Accepted;
 
 #[derive(Debug, Clone, Default)]
 pub struct StdoutHandler;
@@ -64,7 +64,7 @@ impl StdoutHandler {
         out
     }
 
-    pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+    pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let line = Self::line(delivery);
         // A blocked stdout (a full pipe) must stall this event, not a runtime worker thread.
         tokio::task::spawn_blocking(move || {
@@ -75,6 +75,6 @@ impl StdoutHandler {
         .await
         .map_err(|e| ForwardError::Io(e.to_string()))?
         .map_err(|e| ForwardError::Io(e.to_string()))?;
-        Ok(Accepted::Forwarded)
+        Ok(Delivered::Forwarded)
     }
 }

@@ -1,13 +1,17 @@
 //! Step 3, the allowlist: each source may list the CIDRs (IPv4 and IPv6) allowed to send; an empty list
 //! allows any address. A client outside it is `403 ip_denied`, before its body is read.
 
+use std::future::{Ready, ready};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures_util::future::Either;
+use http::Request;
 use ipnet::IpNet;
+use tower::{Layer, Service};
 
-use super::gate::ClientCheck;
-use crate::error::Rejection;
-use crate::gateway::Source;
+use crate::peer::ClientIp;
 
 /// The allowed addresses as sorted, merged, inclusive ranges per family, so that a lookup is a binary
 /// search however many CIDRs are listed (provider lists run to hundreds).
@@ -70,16 +74,64 @@ impl Allowlist {
     }
 }
 
-/// The allowlist as a gate check: a client outside the source's list is `403 ip_denied`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllowlistCheck;
+/// The refusal of this stage: the client is not in the source's allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("client IP is not in the source's allowlist")]
+pub struct IpDenied;
 
-impl ClientCheck for AllowlistCheck {
-    fn check(&self, source: &Source, client: IpAddr) -> Result<(), Rejection> {
-        if source.allowlist.allows(client) {
-            Ok(())
+/// Builds [`AllowlistService`] around one source's list.
+#[derive(Debug, Clone)]
+pub struct AllowlistLayer {
+    list: Arc<Allowlist>,
+}
+
+impl AllowlistLayer {
+    /// Lets in only the clients `list` allows.
+    pub fn new(list: Arc<Allowlist>) -> Self {
+        AllowlistLayer { list }
+    }
+}
+
+impl<S> Layer<S> for AllowlistLayer {
+    type Service = AllowlistService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AllowlistService {
+            inner,
+            list: self.list.clone(),
+        }
+    }
+}
+
+/// Refuses a client outside the list with a ready answer, before anything of the body is read.
+#[derive(Debug, Clone)]
+pub struct AllowlistService<S> {
+    inner: S,
+    list: Arc<Allowlist>,
+}
+
+impl<S, B> Service<Request<B>> for AllowlistService<S>
+where
+    S: Service<Request<B>>,
+    S::Error: From<IpDenied>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Without a resolved client (a wiring mistake) the request is refused: fail closed.
+        let allowed = req
+            .extensions()
+            .get::<ClientIp>()
+            .is_some_and(|c| self.list.allows(c.0));
+        if allowed {
+            Either::Right(self.inner.call(req))
         } else {
-            Err(Rejection::IpDenied)
+            Either::Left(ready(Err(IpDenied.into())))
         }
     }
 }

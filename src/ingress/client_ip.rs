@@ -11,15 +11,8 @@ use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use crate::config::ClientIpHeader;
-use crate::forward::FORWARDED_FOR;
-
-/// The TCP peer, put in the request extensions by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The resolved client, put in the request extensions by [`ClientIpService`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
+use crate::peer::FORWARDED_FOR;
+pub use crate::peer::{ClientIp, PeerAddr};
 
 #[derive(Debug, Clone)]
 pub struct Resolver {

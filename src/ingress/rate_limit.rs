@@ -19,10 +19,15 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
-use super::gate::ClientCheck;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::Request;
+use tower::{Layer, Service};
+
 use crate::config::{RateLimitConfig, SourceRateLimit};
-use crate::error::Rejection;
-use crate::gateway::Source;
+use crate::peer::ClientIp;
 
 const PURGE_EVERY: Duration = Duration::from_secs(10);
 
@@ -170,24 +175,22 @@ impl<C: Clock + Clone> Limiter<C> {
     }
 }
 
-/// Which limit refused, and how long until the next request would pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The refusal of this stage: which limit refused, and how long until the next request would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// The client's own bucket is spent.
+    #[error("rate limit exceeded, retry in {0:?}")]
     PerIp(Duration),
+    /// The source's total for all clients is spent.
+    #[error("the source's total rate limit is exceeded, retry in {0:?}")]
     Total(Duration),
 }
 
-impl From<Refused> for Rejection {
-    fn from(refused: Refused) -> Self {
-        match refused {
-            Refused::PerIp(retry_after) => Rejection::RateLimited {
-                retry_after,
-                total: false,
-            },
-            Refused::Total(retry_after) => Rejection::RateLimited {
-                retry_after,
-                total: true,
-            },
+impl Refused {
+    /// How long until the next request would pass.
+    pub fn retry_after(self) -> Duration {
+        match self {
+            Refused::PerIp(after) | Refused::Total(after) => after,
         }
     }
 }
@@ -213,13 +216,59 @@ pub fn spawn_purge(limiters: Vec<Weak<Limiter>>) {
     });
 }
 
-/// The rate limit as a gate check: a spent bucket is `429 rate_limited` with the time to the next token.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RateLimitCheck;
+/// Builds [`RateLimitService`] around one source's limiter.
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<Limiter>,
+}
 
-impl ClientCheck for RateLimitCheck {
-    fn check(&self, source: &Source, client: IpAddr) -> Result<(), Rejection> {
-        source.limiter.check(client).map_err(Rejection::from)
+impl RateLimitLayer {
+    /// Takes each request from `limiter`'s buckets.
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        RateLimitLayer { limiter }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// A spent bucket is a ready refusal with the time to the next token, before the body is read.
+#[derive(Debug, Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+impl<S, B> Service<Request<B>> for RateLimitService<S>
+where
+    S: Service<Request<B>>,
+    S::Error: From<Refused>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let checked = match req.extensions().get::<ClientIp>() {
+            Some(client) => self.limiter.check(client.0),
+            // Without a resolved client (a wiring mistake) nothing is let through: fail closed.
+            None => Err(Refused::PerIp(Duration::from_secs(1))),
+        };
+        match checked {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(refused) => Either::Left(ready(Err(refused.into()))),
+        }
     }
 }
 

@@ -1,162 +1,167 @@
-//! Step 2, routing: the path selects exactly one source. An unknown path is `404 not_found`, any method
-//! but POST `405 method_not_allowed`. Below this layer every request carries its `Arc<Source>`, and every
-//! answer is labelled with the source's name.
+//! Step 2, routing: the path selects exactly one source, whose own stack then serves the request. An
+//! unknown path is `404 not_found`, any method but POST `405 method_not_allowed`. Every answer leaves the
+//! router labelled with the source's name (or `_unknown`), for the metrics and the logs.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::net::IpAddr;
-
 use http::{Method, Request};
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::error::{Accepted, Rejection};
-use crate::gateway::Source;
-use crate::ingress::client_ip::ClientIp;
-use crate::metrics::UNKNOWN_SOURCE;
+use crate::peer::ClientIp;
 
-/// A finished request below the router: its source label and its fate.
+/// The label of requests whose path selects no source.
+pub const UNKNOWN_SOURCE: &str = "_unknown";
+
+/// The refusals of this stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No source serves the path.
+    #[error("no source serves this path")]
+    NotFound,
+    /// The path is a source's, but the method is not POST.
+    #[error("only POST is accepted")]
+    MethodNotAllowed,
+}
+
+/// A request's fate as the router hands it up: which source it was for, who sent it, and what happened.
 #[derive(Debug)]
-pub struct Handled {
+pub struct Routed<T> {
+    /// The source's name, or `_unknown`.
     pub source: Arc<str>,
     /// The resolved client, for the logs.
     pub client_ip: Option<IpAddr>,
-    pub result: Result<Accepted, Rejection>,
+    /// What the source's stack answered, or the router's own refusal.
+    pub result: T,
 }
 
-/// Path to source.
+/// One source's name and the stack that serves it.
+#[derive(Debug, Clone)]
+struct Route<S> {
+    name: Arc<str>,
+    service: S,
+}
+
+/// Path to source: the only service of the stack that holds more than one inner service.
 #[derive(Debug)]
-pub struct Routes {
-    by_path: HashMap<String, Arc<Source>>,
+pub struct Router<S> {
+    by_path: Arc<HashMap<String, Route<S>>>,
     unknown: Arc<str>,
 }
 
-impl Routes {
-    pub fn new(sources: impl IntoIterator<Item = Arc<Source>>) -> Self {
-        Routes {
-            by_path: sources.into_iter().map(|s| (s.path.clone(), s)).collect(),
+impl<S> Clone for Router<S> {
+    fn clone(&self) -> Self {
+        Router {
+            by_path: self.by_path.clone(),
+            unknown: self.unknown.clone(),
+        }
+    }
+}
+
+impl<S> Router<S> {
+    /// Routes each `(path, name, service)`.
+    pub fn new(routes: impl IntoIterator<Item = (String, Arc<str>, S)>) -> Self {
+        Router {
+            by_path: Arc::new(
+                routes
+                    .into_iter()
+                    .map(|(path, name, service)| (path, Route { name, service }))
+                    .collect(),
+            ),
             unknown: Arc::from(UNKNOWN_SOURCE),
         }
     }
-
-    pub fn get(&self, path: &str) -> Option<&Arc<Source>> {
-        self.by_path.get(path)
-    }
 }
 
-#[derive(Debug, Clone)]
-pub struct RouteLayer {
-    routes: Arc<Routes>,
-}
-
-impl RouteLayer {
-    pub fn new(routes: Arc<Routes>) -> Self {
-        RouteLayer { routes }
-    }
-}
-
-impl<S> Layer<S> for RouteLayer {
-    type Service = RouteService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RouteService {
-            inner,
-            routes: self.routes.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteService<S> {
-    inner: S,
-    routes: Arc<Routes>,
-}
-
-impl<S, B> Service<Request<B>> for RouteService<S>
+impl<S, B> Service<Request<B>> for Router<S>
 where
-    S: Service<Request<B>, Response = Accepted, Error = Rejection>,
+    S: Service<Request<B>> + Clone,
+    S::Error: From<RouteError>,
 {
-    type Response = Handled;
+    type Response = Routed<Result<S::Response, S::Error>>;
     type Error = Infallible;
-    type Future = RouteFuture<S::Future>;
+    type Future = RouteFuture<S::Future, S::Response, S::Error>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The inner stages are always ready (they hold no capacity of their own); an error would be a
-        // refusal, which `call` reports per request.
-        let _ = ready!(self.inner.poll_ready(cx));
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each source's stack is readied when it is called: the stages hold no capacity of their own.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let client_ip = req.extensions().get::<ClientIp>().map(|c| c.0);
-        let Some(source) = self.routes.get(req.uri().path()) else {
-            return RouteFuture::ready(self.routes.unknown.clone(), client_ip, Rejection::NotFound);
+        let Some(route) = self.by_path.get(req.uri().path()) else {
+            return RouteFuture::refused(self.unknown.clone(), client_ip, RouteError::NotFound.into());
         };
-        let name = source.name.clone();
         if req.method() != Method::POST {
-            return RouteFuture::ready(name, client_ip, Rejection::MethodNotAllowed);
+            return RouteFuture::refused(route.name.clone(), client_ip, RouteError::MethodNotAllowed.into());
         }
-        req.extensions_mut().insert(source.clone());
+        // A clone of the source's stack is a handful of reference counts. Every stage of it is always
+        // ready (none holds capacity of its own: the in-flight cap refuses in `call`), so it is called
+        // without waiting for readiness.
+        let mut service = route.service.clone();
         RouteFuture {
             state: State::Inner {
-                future: self.inner.call(req),
+                future: service.call(req),
             },
-            source: Some(name),
+            source: Some(route.name.clone()),
             client_ip,
+            _response: std::marker::PhantomData,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// Either an immediate refusal or the inner stages' future, labelled with the source.
-    pub struct RouteFuture<F> {
+    /// Either the router's own refusal or the source stack's future, labelled with the source.
+    pub struct RouteFuture<F, R, E> {
         #[pin]
-        state: State<F>,
+        state: State<F, E>,
         source: Option<Arc<str>>,
         client_ip: Option<IpAddr>,
+        _response: std::marker::PhantomData<fn() -> R>,
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        Ready { rejection: Option<Rejection> },
+    enum State<F, E> {
+        Refused { error: Option<E> },
         Inner { #[pin] future: F },
     }
 }
 
-impl<F> RouteFuture<F> {
-    fn ready(source: Arc<str>, client_ip: Option<IpAddr>, rejection: Rejection) -> Self {
+impl<F, R, E> RouteFuture<F, R, E> {
+    fn refused(source: Arc<str>, client_ip: Option<IpAddr>, error: E) -> Self {
         RouteFuture {
-            state: State::Ready {
-                rejection: Some(rejection),
-            },
+            state: State::Refused { error: Some(error) },
             source: Some(source),
             client_ip,
+            _response: std::marker::PhantomData,
         }
     }
 }
 
-impl<F> Future for RouteFuture<F>
+impl<F, R, E> Future for RouteFuture<F, R, E>
 where
-    F: Future<Output = Result<Accepted, Rejection>>,
+    F: Future<Output = Result<R, E>>,
 {
-    type Output = Result<Handled, Infallible>;
+    type Output = Result<Routed<Result<R, E>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.state.project() {
-            StateProj::Ready { rejection } => match rejection.take() {
-                Some(rejection) => Err(rejection),
+            StateProj::Refused { error } => match error.take() {
+                Some(error) => Err(error),
                 None => panic!("RouteFuture polled after completion"),
             },
             StateProj::Inner { future } => ready!(future.poll(cx)),
         };
         let source = this.source.take().unwrap_or_else(|| Arc::from(UNKNOWN_SOURCE));
-        Poll::Ready(Ok(Handled {
+        Poll::Ready(Ok(Routed {
             source,
             client_ip: *this.client_ip,
             result,

@@ -13,10 +13,17 @@ use futures_util::future::Either;
 use http::Request;
 use tower::{Layer, Service};
 
-use crate::error::{Accepted, Rejection};
-
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The refusal of this stage: too many requests in flight; retry after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("overloaded: too many requests in flight")]
+pub struct Overloaded {
+    /// When to come back.
+    pub retry_after: Duration,
+}
+
+/// Builds [`ShedService`].
 #[derive(Debug, Clone)]
 pub struct ShedLayer {
     inflight: Arc<AtomicUsize>,
@@ -41,6 +48,7 @@ impl<S> Layer<S> for ShedLayer {
     }
 }
 
+/// Refuses a request at once when `max` are in flight already.
 #[derive(Debug, Clone)]
 pub struct ShedService<S> {
     inner: S,
@@ -60,23 +68,24 @@ impl Drop for Slot {
 
 impl<S, B> Service<Request<B>> for ShedService<S>
 where
-    S: Service<Request<B>, Response = Accepted, Error = Rejection>,
+    S: Service<Request<B>>,
+    S::Error: From<Overloaded>,
 {
-    type Response = Accepted;
-    type Error = Rejection;
-    type Future = Either<Ready<Result<Accepted, Rejection>>, Slotted<S::Future>>;
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, Slotted<S::Future>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Rejection>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if self.inflight.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.inflight.fetch_sub(1, Ordering::AcqRel);
-            return Either::Left(ready(Err(Rejection::Unavailable {
-                reason: "unavailable:overloaded",
+            return Either::Left(ready(Err(Overloaded {
                 retry_after: RETRY_AFTER,
-            })));
+            }
+            .into())));
         }
         let slot = Slot(self.inflight.clone());
         Either::Right(Slotted {

@@ -34,6 +34,15 @@ impl EventIdError {
     }
 }
 
+/// A verified event and its id: what the dedup and forward stages take.
+#[derive(Debug)]
+pub struct Event {
+    /// The verified request.
+    pub verified: Verified,
+    /// Its id.
+    pub id: EventId,
+}
+
 /// A checked event id: 1 to [`MAX_LEN`] bytes of printable ASCII, so it is always a valid header value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventId(String);

@@ -6,6 +6,7 @@
 pub mod event_id;
 pub mod github;
 pub mod hmac;
+pub mod layer;
 pub mod shopify;
 pub mod slack;
 pub mod standard;
@@ -16,7 +17,29 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 
-use crate::config::{HmacAlgorithm, HmacConfig, SchemeKind, Secret};
+use crate::config::{HmacAlgorithm, HmacConfig, SchemeKind, Secret, SourceConfig};
+
+/// Every built-in scheme's signature headers, and the credentials a sender may send: marked sensitive
+/// before any tracing layer, so that a logged header map never shows them.
+pub const SIGNATURE_HEADERS: [HeaderName; 10] = [
+    stripe::SIGNATURE,
+    github::SIGNATURE,
+    HeaderName::from_static("x-hub-signature"),
+    shopify::SIGNATURE,
+    slack::SIGNATURE,
+    standard::SIGNATURE,
+    HeaderName::from_static("svix-signature"),
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
+/// The headers to mark sensitive for `sources`: [`SIGNATURE_HEADERS`] and each `hmac` source's own
+/// signature header.
+pub fn sensitive_headers(sources: &[SourceConfig]) -> std::sync::Arc<[HeaderName]> {
+    let configured = sources.iter().filter_map(|s| s.hmac.as_ref()).map(|h| h.header.clone());
+    SIGNATURE_HEADERS.iter().cloned().chain(configured).collect()
+}
 
 /// Why a signature was refused. Each variant is a `reason` label in metrics and a debug log line; the
 /// sender only ever sees `bad_signature`.
@@ -50,17 +73,41 @@ impl VerifyError {
     }
 }
 
+/// Why a source's keys cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// `scheme = "hmac"` without its `[source.hmac]` table.
+    #[error("scheme = \"hmac\" needs a [source.hmac] table")]
+    NoHmacTable,
+    /// A secret that does not decode into a key of this scheme.
+    #[error("secrets[{index}]: {reason}")]
+    Unusable {
+        /// Its position in `secrets`.
+        index: usize,
+        /// Why, without the secret.
+        reason: &'static str,
+    },
+}
+
 /// An event whose signature was checked. Its fields are private and this module is the only one that
 /// builds it, so holding a `Verified` is proof of authenticity.
 #[derive(Debug)]
 pub struct Verified {
     headers: HeaderMap,
     body: Bytes,
+    /// What the stages before verification learned (the client's address, say); never signed.
+    extensions: http::Extensions,
 }
 
 impl Verified {
+    /// The request's headers, as received.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    /// The request's extensions, carried over from before verification.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
     }
 
     /// The exact bytes that were signed.
@@ -78,9 +125,9 @@ pub(crate) enum MacKey {
 }
 
 impl MacKey {
-    fn new(algorithm: HmacAlgorithm, key: &[u8]) -> Result<Self, String> {
+    fn new(algorithm: HmacAlgorithm, key: &[u8]) -> Result<Self, &'static str> {
         use ::hmac::KeyInit;
-        let invalid = |_| "the secret is not a usable HMAC key".to_owned();
+        let invalid = |_| "the secret is not a usable HMAC key";
         Ok(match algorithm {
             HmacAlgorithm::Sha1 => MacKey::Sha1(KeyInit::new_from_slice(key).map_err(invalid)?),
             HmacAlgorithm::Sha256 => MacKey::Sha256(KeyInit::new_from_slice(key).map_err(invalid)?),
@@ -155,7 +202,7 @@ impl Verifier {
         hmac_config: Option<&HmacConfig>,
         secrets: &[Secret],
         tolerance: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KeyError> {
         let (scheme, algorithm) = match kind {
             SchemeKind::Stripe => (Scheme::Stripe, HmacAlgorithm::Sha256),
             SchemeKind::Github => (Scheme::Github, HmacAlgorithm::Sha256),
@@ -163,13 +210,11 @@ impl Verifier {
             SchemeKind::Slack => (Scheme::Slack, HmacAlgorithm::Sha256),
             SchemeKind::Standard => (Scheme::Standard, HmacAlgorithm::Sha256),
             SchemeKind::Hmac => {
-                let config = hmac_config.ok_or("scheme = \"hmac\" needs a [source.hmac] table")?;
-                (Scheme::Hmac(hmac::Generic::new(config)?), config.algorithm)
+                // Config validation refuses a source like this; the type cannot say so.
+                let config = hmac_config.ok_or(KeyError::NoHmacTable)?;
+                (Scheme::Hmac(hmac::Generic::new(config)), config.algorithm)
             }
         };
-        if secrets.is_empty() {
-            return Err("at least one secret is required".to_owned());
-        }
         let keys = secrets
             .iter()
             .enumerate()
@@ -180,7 +225,7 @@ impl Verifier {
                 };
                 bytes
                     .and_then(|b| MacKey::new(algorithm, &b))
-                    .map_err(|e| format!("secrets[{i}]: {e}"))
+                    .map_err(|reason| KeyError::Unusable { index: i, reason })
             })
             .collect::<Result<_, _>>()?;
         Ok(Verifier {
@@ -207,7 +252,11 @@ impl Verifier {
             Scheme::Standard => standard::verify(&check),
             Scheme::Hmac(generic) => generic.verify(&check),
         }?;
-        Ok(Verified { headers, body })
+        Ok(Verified {
+            headers,
+            body,
+            extensions: http::Extensions::new(),
+        })
     }
 
     /// The headers a sender would send for `body`, signed with the first secret. `id` is used by the

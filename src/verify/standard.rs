@@ -14,12 +14,12 @@ const SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
 const SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");
 
 /// The key bytes of a `whsec_<base64>` (or bare base64) secret.
-pub(crate) fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
     use base64::Engine;
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
     base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|_| "a Standard Webhooks secret must be base64, optionally after `whsec_`".to_owned())
+        .map_err(|_| "a Standard Webhooks secret must be base64, optionally after `whsec_`")
 }
 
 /// The `webhook-*` header when present, else its `svix-*` alias.
@@ -124,6 +124,6 @@ mod tests {
         let secrets = [crate::config::Secret::new("whsec_not base64!")];
         let err = super::super::Verifier::new(SchemeKind::Standard, None, &secrets, std::time::Duration::ZERO)
             .expect_err("bad secret");
-        assert!(err.starts_with("secrets[0]"), "{err}");
+        assert!(err.to_string().starts_with("secrets[0]"), "{err}");
     }
 }

@@ -192,7 +192,8 @@ async fn store(redis: &RedisServer) -> Arc<DedupStore> {
     let mut config = test_config("http://127.0.0.1:1");
     config.dedup.store = StoreKind::Redis;
     config.dedup.redis_url = RedisUrls::One(redis.url());
-    DedupStore::new(&config.dedup).expect("store")
+    let backends = hookgate::gateway::Backends::connect(&config, std::path::Path::new("test.toml")).expect("backends");
+    backends.dedup
 }
 
 fn id(text: &str) -> EventId {

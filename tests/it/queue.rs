@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hookgate::config::{BackoffConfig, Config, ForwardConfig, OnStoreError, QueueConfig, RedisUrls, StoreKind};
 use hookgate::forward::queue::{Queue, QueueStats, Replay};
+use hookgate::gateway::{Backends, Gateway};
 
 use crate::common::downstream::Received;
 use crate::common::gateway::test_config;
@@ -17,7 +18,7 @@ use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign
 
 fn queue_settings(url: String) -> QueueConfig {
     QueueConfig {
-        url,
+        url: url.parse().expect("downstream url"),
         timeout: Duration::from_secs(2),
         max_attempts: 5,
         backoff: BackoffConfig {
@@ -63,22 +64,12 @@ async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// The queue of `source` in `config`, for its statistics and dead letters.
-fn queue_of(config: &Config, source: &str) -> Queue {
-    let source = config.sources.iter().find(|s| s.name == source).expect("source");
-    let ForwardConfig::Queue(settings) = &source.forward else {
-        panic!("not queued")
-    };
-    let redis = hookgate::redis_client::RedisClient::new(&config.dedup.redis_url, None, Duration::from_secs(2))
-        .expect("client");
-    Queue::new(
-        &source.name,
-        redis,
-        &config.dedup.key_prefix,
-        settings.clone(),
-        hookgate::forward::http::client(),
-    )
-    .expect("queue")
+/// The queue of `source` in `config`, for its statistics and dead letters, built as `serve` builds it.
+fn queue_of(config: &Config, source: &str) -> Arc<Queue> {
+    let path = std::path::Path::new("test.toml");
+    let backends = Backends::connect(config, path).expect("backends");
+    let gateway = Gateway::build(config, &backends, path).expect("gateway");
+    gateway.queue(source).expect("a queued source").clone()
 }
 
 fn attempts(received: &[Received]) -> Vec<String> {

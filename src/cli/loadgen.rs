@@ -22,9 +22,9 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::config::{SchemeKind, Secret};
-use crate::forward::pool::{Sender, Target};
-use crate::verify::Verifier;
+use hookgate::config::{SchemeKind, Secret};
+use hookgate::forward::http::{Sender, Target};
+use hookgate::verify::Verifier;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenArgs {
@@ -182,9 +182,9 @@ impl Shared {
     fn request(&self, event: &Event) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(event.body.clone()));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.target.path.clone();
+        *request.uri_mut() = self.target.path().clone();
         let headers = request.headers_mut();
-        headers.insert(http::header::HOST, self.target.host_header.clone());
+        headers.insert(http::header::HOST, self.target.host_header().clone());
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in self.verifier.sign(&event.body, &event.id, unix_now()) {
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -298,7 +298,8 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
     }
     let uri: Uri = args.url.parse().map_err(|e| format!("--url: {e}"))?;
     let target = Target::new(&uri).map_err(|e| format!("--url: {e}"))?;
-    let verifier = Verifier::new(args.scheme, None, &[Secret::new(args.secret.clone())], Duration::ZERO)?;
+    let verifier = Verifier::new(args.scheme, None, &[Secret::new(args.secret.clone())], Duration::ZERO)
+        .map_err(|e| e.to_string())?;
     let connections = args.connections.max(1);
     let shared = Arc::new(Shared {
         target,

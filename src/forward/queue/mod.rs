@@ -20,148 +20,25 @@
 //! The source name is a Redis Cluster hash tag (`hg:queue:{stripe}`): all of a source's keys live in one
 //! slot, so the scripts that touch two of them work on a cluster.
 
+mod envelope;
+mod scripts;
+mod workers;
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderValue;
 use redis::Script;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply};
-use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply};
+use serde::Serialize;
 
+use self::envelope::{Envelope, now_ms};
+use self::scripts::{FIELD, GROUP, Scripts};
+pub use self::workers::{Workers, consumer_name};
 use super::http::{HttpHandler, Outgoing};
-use super::{Delivery, ForwardError, end_to_end_headers};
+use super::{Delivered, Delivery, ForwardError};
 use crate::config::{BackoffConfig, QueueConfig};
-use crate::error::Accepted;
 use crate::redis_client::{RedisClient, millis};
-
-const GROUP: &str = "hookgate";
-const FIELD: &str = "e";
-/// How long one `XREADGROUP` waits for new entries before the reader looks at its other duties.
-const BLOCK: Duration = Duration::from_millis(500);
-const STATS_EVERY: Duration = Duration::from_secs(5);
-
-const ACK: &str = r"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])";
-
-const RETRY: &str = r"
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])";
-
-const BURY: &str = r"
-redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])";
-
-const MOVE_DUE: &str = r"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, member in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'e', member)
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due";
-
-const STATS: &str = r"
-local pending = 0
-local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
-if type(summary) == 'table' and summary[1] then pending = summary[1] end
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local first_event = false
-if first[1] then first_event = first[1][2][2] end
-local delayed = redis.call('ZRANGE', KEYS[2], 0, 0)
-return {redis.call('XLEN', KEYS[1]), pending, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]),
-        first_event, delayed[1] or false}";
-
-const REPLAY: &str = r"
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-  return 1
-end
-return 0";
-
-/// One queued event as it is stored: everything needed to deliver it as the `http` handler would.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
-    pub event_id: String,
-    /// End-to-end headers whose values are text.
-    pub headers: Vec<(String, String)>,
-    /// End-to-end headers whose values are not text, base64.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub binary_headers: Vec<(String, String)>,
-    /// The raw body, base64.
-    pub body: String,
-    pub client_ip: String,
-    pub request_id: String,
-    pub received_at_ms: u64,
-    /// Delivery attempts made so far.
-    pub attempt: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Makes two otherwise equal retries distinct members of the delayed set.
-    #[serde(default)]
-    pub nonce: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-impl Envelope {
-    fn new(delivery: &Delivery<'_>) -> Self {
-        let mut headers = Vec::new();
-        let mut binary_headers = Vec::new();
-        for (name, value) in end_to_end_headers(delivery.event.headers()) {
-            match value.to_str() {
-                Ok(text) => headers.push((name.as_str().to_owned(), text.to_owned())),
-                Err(_) => binary_headers.push((name.as_str().to_owned(), base64_encode(value.as_bytes()))),
-            }
-        }
-        Envelope {
-            event_id: delivery.event_id.as_str().to_owned(),
-            headers,
-            binary_headers,
-            body: base64_encode(delivery.event.body()),
-            client_ip: delivery.client_ip.to_string(),
-            request_id: delivery.request_id.to_str().unwrap_or_default().to_owned(),
-            received_at_ms: now_ms(),
-            attempt: 0,
-            last_error: None,
-            nonce: rand::random(),
-        }
-    }
-
-    /// The stored headers and body as they are sent; `None` when any of them cannot be read back, so that
-    /// an entry is never delivered with a part missing.
-    fn request_parts(&self) -> Option<(HeaderMap, Bytes)> {
-        let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).ok();
-        let mut map = HeaderMap::new();
-        let text = self.headers.iter().map(|(n, v)| (n, HeaderValue::from_str(v).ok()));
-        let binary = self
-            .binary_headers
-            .iter()
-            .map(|(n, v)| (n, decode(v).and_then(|b| HeaderValue::from_bytes(&b).ok())));
-        for (name, value) in text.chain(binary) {
-            map.append(HeaderName::try_from(name.as_str()).ok()?, value?);
-        }
-        Some((map, Bytes::from(decode(&self.body)?)))
-    }
-
-    fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// The delay before the retry that follows `attempts` failed attempts: full jitter, uniform between zero
 /// and `min(max, initial × multiplier^(attempts − 1))`.
@@ -192,15 +69,6 @@ pub struct Queue {
     config: QueueConfig,
     http: HttpHandler,
     scripts: Scripts,
-}
-
-struct Scripts {
-    ack: Script,
-    retry: Script,
-    bury: Script,
-    move_due: Script,
-    replay: Script,
-    stats: Script,
 }
 
 impl std::fmt::Debug for Queue {
@@ -264,14 +132,7 @@ impl Queue {
             },
             config,
             http,
-            scripts: Scripts {
-                ack: Script::new(ACK),
-                retry: Script::new(RETRY),
-                bury: Script::new(BURY),
-                move_due: Script::new(MOVE_DUE),
-                replay: Script::new(REPLAY),
-                stats: Script::new(STATS),
-            },
+            scripts: Scripts::new(),
         })
     }
 
@@ -280,7 +141,7 @@ impl Queue {
     }
 
     /// Appends a verified event. `Ok` means Redis has it.
-    pub(crate) async fn enqueue(&self, delivery: &Delivery<'_>) -> Result<Accepted, ForwardError> {
+    pub(crate) async fn enqueue(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let envelope = Envelope::new(delivery);
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.keys.stream);
@@ -290,7 +151,7 @@ impl Queue {
         cmd.arg("*").arg(FIELD).arg(envelope.to_json());
         let append = self.redis.query::<String>(&cmd);
         match tokio::time::timeout(Duration::from_secs(5), append).await {
-            Ok(Ok(_)) => Ok(Accepted::Queued),
+            Ok(Ok(_)) => Ok(Delivered::Queued),
             Ok(Err(e)) => Err(ForwardError::Enqueue(e)),
             Err(_) => Err(ForwardError::Enqueue("redis did not answer within 5s".to_owned())),
         }
@@ -516,123 +377,15 @@ impl Queue {
     }
 }
 
-/// The delivery workers of one gateway: one reader per queued source, until told to stop.
-pub struct Workers {
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
-
-impl Workers {
-    /// Starts a reader for each queue. `consumer` names this replica in the consumer groups.
-    pub fn start(queues: &[Arc<Queue>], consumer: &str) -> Self {
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        for queue in queues {
-            tasks.spawn(read(queue.clone(), consumer.to_owned(), stop.clone(), tasks.clone()));
-        }
-        tasks.close();
-        Workers { stop, tasks }
-    }
-
-    /// Stops taking new entries and waits, at most `grace`, for deliveries under way. What is left stays
-    /// pending, for another replica to reclaim.
-    pub async fn stop(self, grace: Duration) {
-        self.stop.cancel();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!("queue deliveries still running at the end of the grace period; they will be reclaimed");
-        }
-    }
-}
-
-/// This replica's consumer name: the host (the pod, on Kubernetes), the process, and a random suffix, so
-/// that two gateways in one process (or a restarted one reusing a pid) never share a consumer.
-pub fn consumer_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "hookgate".to_owned());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
-}
-
-/// The reader of one source: reads new entries, reclaims abandoned ones, moves due retries, and hands
-/// entries to at most `concurrency` deliveries.
-async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, tasks: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(queue.config.concurrency));
-    let mut failures = 0u32;
-    let mut connection = None;
-    let mut last_reclaim = tokio::time::Instant::now();
-    let mut last_stats = tokio::time::Instant::now() - STATS_EVERY;
-    while !stop.is_cancelled() {
-        if last_stats.elapsed() >= STATS_EVERY {
-            last_stats = tokio::time::Instant::now();
-            if let Ok(stats) = queue.stats().await {
-                crate::metrics::queue_stats(&queue.source, &stats);
-            }
-        }
-        let step = async {
-            if connection.is_none() {
-                queue.ensure_group().await?;
-                connection = Some(queue.redis.dedicated(BLOCK).await?);
-            }
-            let _ = queue.move_due().await?;
-            let mut entries = Vec::new();
-            if last_reclaim.elapsed() >= queue.config.reclaim_after / 4 {
-                last_reclaim = tokio::time::Instant::now();
-                entries.extend(queue.reclaim(&consumer, slots.available_permits().max(1)).await?);
-            }
-            if entries.is_empty() {
-                // Read only as many entries as there are free delivery slots, and wait for one to free up.
-                if let Ok(slot) = slots.acquire().await {
-                    drop(slot);
-                }
-                let free = slots.available_permits().max(1);
-                let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(free);
-                cmd.arg("BLOCK")
-                    .arg(millis(BLOCK))
-                    .arg("STREAMS")
-                    .arg(&queue.keys.stream)
-                    .arg(">");
-                let Some(dedicated) = connection.as_mut() else {
-                    return Ok(Vec::new());
-                };
-                let reply: Option<StreamReadReply> = dedicated.query(&cmd).await?;
-                entries.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids));
-            }
-            Ok::<_, String>(entries)
-        };
-        let entries = tokio::select! {
-            () = stop.cancelled() => break,
-            entries = step => entries,
-        };
-        match entries {
-            Ok(entries) => {
-                failures = 0;
-                for entry in entries {
-                    let Ok(slot) = slots.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let queue = queue.clone();
-                    tasks.spawn(async move {
-                        queue.deliver(&entry).await;
-                        drop(slot);
-                    });
-                }
-            }
-            Err(error) => {
-                connection = None;
-                failures = failures.saturating_add(1);
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(source = %queue.source, %error, "queue reader cannot reach redis; retrying");
-                }
-                let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
+impl QueueStats {
+    /// The figures the metrics gauges show.
+    pub fn figures(&self) -> crate::metrics::QueueFigures {
+        crate::metrics::QueueFigures {
+            depth: self.depth,
+            pending: self.pending,
+            delayed: self.delayed,
+            dead: self.dead,
+            oldest_age_seconds: self.oldest_age_seconds,
         }
     }
 }
@@ -655,35 +408,5 @@ mod tests {
         assert_eq!(backoff(&config, 60, 1.0), Duration::from_secs(5), "no overflow");
         assert_eq!(backoff(&config, 3, 0.0), Duration::ZERO);
         assert_eq!(backoff(&config, 3, 0.5), Duration::from_secs(2));
-    }
-
-    #[test]
-    fn envelopes_round_trip_through_json() {
-        let envelope = Envelope {
-            event_id: "evt_1".into(),
-            headers: vec![("stripe-signature".into(), "t=1,v1=ab".into())],
-            binary_headers: vec![("x-odd".into(), base64_encode(&[0xff, 0x20]))],
-            body: base64_encode(b"{\"a\":1}"),
-            client_ip: "203.0.113.9".into(),
-            request_id: "r1".into(),
-            received_at_ms: 1,
-            attempt: 2,
-            last_error: Some("the downstream answered 503".into()),
-            nonce: 7,
-        };
-        let back: Envelope = serde_json::from_str(&envelope.to_json()).expect("json");
-        assert_eq!(back, envelope);
-        let (headers, body) = back.request_parts().expect("readable");
-        assert_eq!(headers["stripe-signature"], "t=1,v1=ab");
-        assert_eq!(headers["x-odd"].as_bytes(), &[0xff, 0x20]);
-        assert_eq!(body.as_ref(), b"{\"a\":1}");
-        let broken = Envelope {
-            binary_headers: vec![("x-odd".into(), "not base64!".into())],
-            ..back
-        };
-        assert!(
-            broken.request_parts().is_none(),
-            "a header that cannot be read back is not dropped silently"
-        );
     }
 }

@@ -23,10 +23,15 @@ struct ListFile {
 }
 
 /// One provider's list.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpList {
+    /// The name it is referenced by, without the `@`.
+    pub name: String,
+    /// Where the list comes from.
     pub source: String,
+    /// The day it was last checked against its source, `YYYY-MM-DD`.
     pub updated: String,
+    /// The ranges.
     pub ranges: Vec<IpNet>,
 }
 
@@ -43,28 +48,31 @@ pub fn lookup(name: &str) -> Result<IpList, String> {
     })?;
     let file: ListFile = toml::from_str(text).map_err(|e| format!("IP list `@{name}` is malformed: {e}"))?;
     Ok(IpList {
+        name: name.to_owned(),
         source: file.source,
         updated: file.updated,
         ranges: file.ranges,
     })
 }
 
-/// The ranges of a list, refused when it was last checked more than `max_age` before `now`.
-pub fn resolve(name: &str, max_age: Duration, now: SystemTime) -> Result<Vec<IpNet>, String> {
-    let list = lookup(name)?;
-    let updated = humantime::parse_rfc3339(&format!("{}T00:00:00Z", list.updated))
-        .map_err(|_| format!("IP list `@{name}` has a bad date `{}`", list.updated))?;
-    let age = now.duration_since(updated).unwrap_or(Duration::ZERO);
-    if age > max_age {
-        return Err(format!(
-            "IP list `@{name}` was last checked on {} ({} days ago, more than client_ip.ip_ranges_max_age): \
-             refresh it from {} or raise the limit",
-            list.updated,
-            age.as_secs() / 86_400,
-            list.source
-        ));
+impl IpList {
+    /// Refuses a list that was last checked more than `max_age` before `now`.
+    pub fn check_fresh(&self, max_age: Duration, now: SystemTime) -> Result<(), String> {
+        let name = &self.name;
+        let updated = humantime::parse_rfc3339(&format!("{}T00:00:00Z", self.updated))
+            .map_err(|_| format!("IP list `@{name}` has a bad date `{}`", self.updated))?;
+        let age = now.duration_since(updated).unwrap_or(Duration::ZERO);
+        if age > max_age {
+            return Err(format!(
+                "IP list `@{name}` was last checked on {} ({} days ago, more than client_ip.ip_ranges_max_age): \
+                 refresh it from {} or raise the limit",
+                self.updated,
+                age.as_secs() / 86_400,
+                self.source
+            ));
+        }
+        Ok(())
     }
-    Ok(list.ranges)
 }
 
 #[cfg(test)]
@@ -84,21 +92,23 @@ mod tests {
 
     #[test]
     fn an_unknown_list_is_an_error_naming_the_known_ones() {
-        let err = resolve("paypal", YEAR, SystemTime::now()).expect_err("unknown");
+        let err = lookup("paypal").expect_err("unknown");
         assert!(err.contains("@paypal") && err.contains("@stripe"), "{err}");
     }
 
     #[test]
     fn a_stale_list_is_an_error_naming_its_source() {
-        let later = SystemTime::now() + 2 * YEAR;
-        let err = resolve("stripe", YEAR, later).expect_err("stale");
+        let list = lookup("stripe").expect("shipped");
+        let checked = humantime::parse_rfc3339(&format!("{}T00:00:00Z", list.updated)).expect("date");
+        let err = list.check_fresh(YEAR, checked + 2 * YEAR).expect_err("stale");
         assert!(err.contains("ips_webhooks.txt") && err.contains("days ago"), "{err}");
-        assert!(resolve("stripe", YEAR, SystemTime::now()).is_ok());
+        list.check_fresh(YEAR, checked + YEAR)
+            .expect("a year old is still fresh");
     }
 
     #[test]
     fn github_hooks_include_ipv6() {
-        let ranges = resolve("github", YEAR, SystemTime::now()).expect("fresh");
+        let ranges = lookup("github").expect("shipped").ranges;
         assert!(ranges.iter().any(|r| matches!(r, IpNet::V6(_))));
         assert!(
             ranges

@@ -1,0 +1,5 @@
+//! The subcommands that are not the gateway itself: tools for load tests, demos and the benchmark. They
+//! use only the library's public interface.
+
+pub mod echo;
+pub mod loadgen;

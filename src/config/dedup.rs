@@ -1,0 +1,96 @@
+//! `[dedup]`: where event ids are remembered, and the Redis server hookgate uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    Reject,
+    Accept,
+}
+
+/// `redis_url`: one URL for a single node, or a list of node URLs for Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RedisUrls {
+    One(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisUrls {
+    /// `HOOKGATE_REDIS_URL`, when set, overrides the file: one URL, or several separated by commas for a
+    /// cluster.
+    pub fn or_env(self) -> Self {
+        match std::env::var("HOOKGATE_REDIS_URL") {
+            Ok(value) if value.contains(',') => {
+                RedisUrls::Cluster(value.split(',').map(|u| u.trim().to_owned()).collect())
+            }
+            Ok(value) if !value.trim().is_empty() => RedisUrls::One(value.trim().to_owned()),
+            _ => self,
+        }
+    }
+
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            RedisUrls::One(url) => vec![url.as_str()],
+            RedisUrls::Cluster(urls) => urls.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// `memory` (one process, the default) or `redis` (shared by replicas).
+    pub store: StoreKind,
+    /// Redis for `store = "redis"`: a URL (`redis://`, or `rediss://` for TLS; a password goes in the URL),
+    /// or a list of node URLs for Redis Cluster. `HOOKGATE_REDIS_URL` overrides it. Default
+    /// `redis://127.0.0.1:6379`. Needs Redis 7.0 or later.
+    pub redis_url: RedisUrls,
+    /// For `rediss://` with a private CA: the PEM file of the CA that signed the Redis server's
+    /// certificate. Default: none, the public web roots are trusted. Certificates are always verified.
+    pub redis_ca_file: Option<PathBuf>,
+    /// First part of every Redis key: `{key_prefix}:dedup:{source}:{hash}`. Default `hg`.
+    pub key_prefix: String,
+    /// How long a delivered event id is remembered. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long a claim may stay in flight before it frees itself (after a crash). Must exceed every
+    /// source's forward timeout. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Longest wait for one store call: a hung store must not hang requests. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Memory store only: the most ids kept. Past it the oldest delivered ids are forgotten first; in-flight
+    /// ones never are. Default 100000.
+    pub max_keys: usize,
+    /// What to do when the store cannot be reached: `reject` (503, the default) or `accept` (no dedup).
+    pub on_store_error: OnStoreError,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Memory,
+            redis_url: RedisUrls::One("redis://127.0.0.1:6379".to_owned()),
+            redis_ca_file: None,
+            key_prefix: "hg".to_owned(),
+            ttl: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
+            timeout: Duration::from_secs(1),
+            max_keys: 100_000,
+            on_store_error: OnStoreError::Reject,
+        }
+    }
+}

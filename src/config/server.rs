@@ -1,0 +1,73 @@
+//! `[server]`: listeners, limits and timeouts of the public and admin ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public ingress address. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Admin address for `/metrics`, `/healthz`, `/readyz`. Never the public one. Default `127.0.0.1:9090`.
+    pub admin_listen: SocketAddr,
+    /// Largest accepted body, in bytes; exactly this many is accepted. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// How long a client may take to send the request head. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send the body, once the head is in. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before they are cut. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Requests processed at once; past it the gateway answers `503 unavailable` at once instead of
+    /// queueing without bound. Default 4096.
+    pub max_inflight: usize,
+    /// Open connections per client address; trusted proxies are exempt. Default 256.
+    pub max_connections_per_ip: usize,
+    /// TLS on the public listener. Default: none (plain HTTP, for a TLS-terminating proxy in front).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the public listener speaks HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Read again on every reload.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Oldest protocol accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            max_inflight: 4096,
+            max_connections_per_ip: 256,
+            tls: None,
+        }
+    }
+}

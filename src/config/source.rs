@@ -1,0 +1,321 @@
+//! `[[source]]`: one webhook sender, its scheme, keys, allowlist, event id and handler.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::forward::ForwardConfig;
+use super::ip_ranges::{self, IpList};
+use super::rate_limit::SourceRateLimit;
+use super::secrets::SecretRef;
+
+/// The signature scheme a source uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemeKind {
+    Stripe,
+    Github,
+    Shopify,
+    Slack,
+    /// Standard Webhooks, which Svix also speaks.
+    Standard,
+    /// Generic HMAC, configured by `[source.hmac]`.
+    Hmac,
+}
+
+impl SchemeKind {
+    pub const ALL: [SchemeKind; 6] = [
+        SchemeKind::Stripe,
+        SchemeKind::Github,
+        SchemeKind::Shopify,
+        SchemeKind::Slack,
+        SchemeKind::Standard,
+        SchemeKind::Hmac,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeKind::Stripe => "stripe",
+            SchemeKind::Github => "github",
+            SchemeKind::Shopify => "shopify",
+            SchemeKind::Slack => "slack",
+            SchemeKind::Standard => "standard",
+            SchemeKind::Hmac => "hmac",
+        }
+    }
+}
+
+impl std::str::FromStr for SchemeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown scheme `{s}`; expected stripe, github, shopify, slack, standard or hmac"))
+    }
+}
+
+/// One webhook sender.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name, used in metric labels and store keys: `[a-z0-9_-]`, at most 64 characters.
+    pub name: String,
+    /// The public path that selects this source, such as `/webhooks/stripe`.
+    pub path: String,
+    /// The signature scheme.
+    pub scheme: SchemeKind,
+    /// Secrets, all tried (rotation): `env:NAME`, `file:/path` or a literal. At least one.
+    pub secrets: Vec<SecretRef>,
+    /// Largest accepted clock difference for timestamped schemes. Default `5m`, no cap.
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub tolerance: Duration,
+    /// Addresses allowed to send: CIDRs, single addresses, or `@stripe`-style shipped lists (see
+    /// `config/ip-ranges/`). Empty allows any address.
+    #[serde(default)]
+    pub allow_ips: Vec<AllowIp>,
+    /// This source's own rate limits.
+    #[serde(default)]
+    pub rate_limit: SourceRateLimit,
+    /// Where the event id is: `header:NAME` or `json:/pointer`. Default: the scheme's own.
+    #[serde(default)]
+    pub event_id: Option<EventIdSpec>,
+    /// Settings of the generic `hmac` scheme; required with `scheme = "hmac"`, refused otherwise.
+    #[serde(default)]
+    pub hmac: Option<HmacConfig>,
+    /// Where accepted events go.
+    pub forward: ForwardConfig,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Settings of the generic HMAC scheme.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacConfig {
+    /// The header carrying the signature.
+    #[serde(with = "header_name")]
+    pub header: HeaderName,
+    /// `sha256` (default), `sha1` or `sha512`.
+    #[serde(default)]
+    pub algorithm: HmacAlgorithm,
+    /// `hex` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// Text before the signature in the header, such as `sha256=`. Default none.
+    #[serde(default)]
+    pub prefix: String,
+    /// What is signed. `{body}` is the raw body and `{timestamp}` the timestamp header. Default `{body}`.
+    #[serde(default = "default_signed_content")]
+    pub signed_content: Template,
+    /// Header with a Unix timestamp in seconds; when set, the source's tolerance applies.
+    #[serde(default, with = "opt_header_name")]
+    pub timestamp_header: Option<HeaderName>,
+}
+
+fn default_signed_content() -> Template {
+    Template(vec![Part::Body])
+}
+
+/// One piece of a signed-content template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Text signed as it is.
+    Literal(Vec<u8>),
+    /// The raw body.
+    Body,
+    /// The timestamp header's value.
+    Timestamp,
+}
+
+/// A parsed `signed_content` template: literal text, `{body}` and `{timestamp}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Template(Vec<Part>);
+
+impl Template {
+    /// Parses `{body}` and `{timestamp}` placeholders; anything else in braces is an error, and so is a
+    /// template without `{body}`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest.as_bytes()[..open].to_vec()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+            let part = match &rest[open + 1..open + close] {
+                "body" => Part::Body,
+                "timestamp" => Part::Timestamp,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}`; use {{body}} or {{timestamp}}"
+                    ));
+                }
+            };
+            parts.push(part);
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.as_bytes().to_vec()));
+        }
+        if !parts.contains(&Part::Body) {
+            return Err("must contain `{body}`: a signature that does not cover the body proves nothing".to_owned());
+        }
+        Ok(Template(parts))
+    }
+
+    /// Whether `{timestamp}` is signed.
+    pub fn uses_timestamp(&self) -> bool {
+        self.0.contains(&Part::Timestamp)
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Template {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Template::parse(&text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    #[default]
+    Sha256,
+    Sha1,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// An `allow_ips` entry: a CIDR, a single address, or `@provider` for a shipped list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum AllowIp {
+    /// A CIDR, or one address.
+    Net(IpNet),
+    /// A shipped provider list, read when the config is parsed.
+    List(IpList),
+}
+
+impl AllowIp {
+    /// The networks this entry allows.
+    pub fn nets(&self) -> Vec<IpNet> {
+        match self {
+            AllowIp::Net(net) => vec![*net],
+            AllowIp::List(list) => list.ranges.clone(),
+        }
+    }
+}
+
+impl TryFrom<String> for AllowIp {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Some(name) = s.strip_prefix('@') {
+            return ip_ranges::lookup(name).map(AllowIp::List);
+        }
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(AllowIp::Net)
+            .map_err(|_| format!("`{s}` is neither a CIDR, an IP address nor an `@provider` list"))
+    }
+}
+
+/// `header:NAME` or `json:/pointer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum EventIdSpec {
+    Header(HeaderName),
+    /// An RFC 6901 JSON pointer, such as `/id` or `/event/id`.
+    Json(String),
+}
+
+impl TryFrom<String> for EventIdSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Some(name) = s.strip_prefix("header:") {
+            HeaderName::try_from(name)
+                .map(EventIdSpec::Header)
+                .map_err(|_| format!("`{name}` is not a valid header name"))
+        } else if let Some(pointer) = s.strip_prefix("json:") {
+            if pointer.starts_with('/') {
+                Ok(EventIdSpec::Json(pointer.to_owned()))
+            } else {
+                Err(format!("JSON pointer `{pointer}` must start with `/`"))
+            }
+        } else {
+            Err(format!("`{s}` must be `header:NAME` or `json:/pointer`"))
+        }
+    }
+}
+
+impl fmt::Display for EventIdSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventIdSpec::Header(name) => write!(f, "header:{name}"),
+            EventIdSpec::Json(pointer) => write!(f, "json:{pointer}"),
+        }
+    }
+}
+
+mod header_name {
+    use http::HeaderName;
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+        let s = String::deserialize(d)?;
+        HeaderName::try_from(s.as_str())
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid header name")))
+    }
+}
+
+mod opt_header_name {
+    use http::HeaderName;
+    use serde::Deserializer;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderName>, D::Error> {
+        super::header_name::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(Template::parse("{body").is_err());
+        assert!(Template::parse("{nonce}{body}").is_err());
+        assert!(Template::parse("static").is_err());
+        let parsed = Template::parse("v0:{timestamp}:{body}").expect("ok");
+        assert!(parsed.uses_timestamp());
+        assert_eq!(
+            parsed.parts(),
+            [
+                Part::Literal(b"v0:".to_vec()),
+                Part::Timestamp,
+                Part::Literal(b":".to_vec()),
+                Part::Body
+            ]
+        );
+    }
+}

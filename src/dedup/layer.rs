@@ -1,0 +1,176 @@
+//! The dedup stage of a source's stack: claims the event id, lets the inner stage deliver under the
+//! claim, then commits it (delivered) or releases it (failed, so that the sender's retry is processed).
+//! An id already done answers `200 duplicate` without delivery; one in flight elsewhere is `409
+//! in_flight`; an unreachable store is `503` under `on_store_error = "reject"`, or delivery without dedup
+//! under `"accept"`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service};
+
+use super::{Claim, ClaimResult, DedupStore};
+use crate::config::OnStoreError;
+use crate::verify::event_id::Event;
+
+/// How long a sender is asked to wait when the dedup store is down.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// An answer of this stage that is not a failure: the event was delivered before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate;
+
+/// The refusals of this stage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DedupError {
+    /// Another request holds the id now.
+    #[error("the event is being processed by another request; retry in {retry_after:?}")]
+    InFlight {
+        /// When to come back.
+        retry_after: Duration,
+    },
+    /// The store cannot be reached and `on_store_error = "reject"`.
+    #[error("the dedup store is unavailable")]
+    StoreUnavailable {
+        /// When to come back.
+        retry_after: Duration,
+    },
+}
+
+/// Builds [`DedupService`] for one source.
+#[derive(Debug, Clone)]
+pub struct DedupLayer {
+    store: Arc<DedupStore>,
+    source: Arc<str>,
+}
+
+impl DedupLayer {
+    /// Claims the ids of `source`'s events in `store`.
+    pub fn new(store: Arc<DedupStore>, source: Arc<str>) -> Self {
+        DedupLayer { store, source }
+    }
+}
+
+impl<S> Layer<S> for DedupLayer {
+    type Service = DedupService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DedupService {
+            inner,
+            store: self.store.clone(),
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// Claim, deliver, then commit or release.
+#[derive(Debug, Clone)]
+pub struct DedupService<S> {
+    inner: S,
+    store: Arc<DedupStore>,
+    source: Arc<str>,
+}
+
+impl<S> Service<Event> for DedupService<S>
+where
+    S: Service<Event> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: From<Duplicate> + Send,
+    S::Error: From<DedupError> + Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, event: Event) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let store = self.store.clone();
+        let source = self.source.clone();
+        Box::pin(async move {
+            // Only a verified event reaches the store: an unauthenticated request can neither claim nor
+            // probe an id.
+            let claim = match admit(&store, &source, &event).await? {
+                Admission::Duplicate => return Ok(Duplicate.into()),
+                Admission::Deliver(claim) => claim,
+            };
+            let result = inner.call(event).await;
+            if let Some(claim) = claim {
+                settle(&store, &source, claim, result.is_ok()).await;
+            }
+            result
+        })
+    }
+}
+
+/// What the claim decided.
+enum Admission {
+    /// Deliver, under this claim, or without dedup when the store is down and `on_store_error = "accept"`.
+    Deliver(Option<Claim>),
+    /// Delivered before: answer `200 duplicate` and forward nothing.
+    Duplicate,
+}
+
+async fn admit(store: &Arc<DedupStore>, source: &Arc<str>, event: &Event) -> Result<Admission, DedupError> {
+    match store.claim(source, &event.id).await {
+        Ok(ClaimResult::Claimed(claim)) => {
+            crate::metrics::dedup(source, "claimed");
+            Ok(Admission::Deliver(Some(claim)))
+        }
+        Ok(ClaimResult::Duplicate) => {
+            crate::metrics::dedup(source, "duplicate");
+            Ok(Admission::Duplicate)
+        }
+        Ok(ClaimResult::InFlight { retry_after }) => {
+            crate::metrics::dedup(source, "in_flight");
+            Err(DedupError::InFlight { retry_after })
+        }
+        Err(error) => {
+            let accept = store.on_error() == OnStoreError::Accept;
+            let (result, action) = if accept {
+                ("store_error_accepted", "forwarding without dedup")
+            } else {
+                ("store_error_rejected", "answering 503")
+            };
+            crate::metrics::dedup(source, result);
+            if store.should_warn() {
+                tracing::warn!(%source, store = store.kind(), %error, "dedup store unavailable; {action}");
+            }
+            if accept {
+                Ok(Admission::Deliver(None))
+            } else {
+                Err(DedupError::StoreUnavailable {
+                    retry_after: STORE_RETRY_AFTER,
+                })
+            }
+        }
+    }
+}
+
+/// Commits after a delivery, releases after a failure. A store failure here is logged and counted, and
+/// never changes what the sender is told.
+async fn settle(store: &DedupStore, source: &str, claim: Claim, delivered: bool) {
+    let (op, result) = if delivered {
+        ("commit", claim.commit().await)
+    } else {
+        ("release", claim.release().await)
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            source,
+            op,
+            "the claim's lease ran out before it was settled; raise dedup.lease"
+        ),
+        Err(error) => {
+            if store.should_warn() {
+                tracing::warn!(source, op, %error, "dedup store failed after delivery; the lease will free the id");
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The innermost service of a source's stack: hands the event to the source's handler and times it. A
+//! handler failure is `502 downstream_error`, a handler timeout `504 downstream_timeout`.
+
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::HeaderValue;
+use tower::Service;
+
+use super::{Delivered, Delivery, ForwardError, Handler, REQUEST_ID_HEADER};
+use crate::peer::ClientIp;
+use crate::verify::event_id::Event;
+
+/// Delivers each event to one source's handler. `R` and `E` are the stack's answer and refusal types,
+/// which the handler's own results convert into.
+#[derive(Debug)]
+pub struct ForwardService<R, E> {
+    handler: Arc<Handler>,
+    source: Arc<str>,
+    _types: PhantomData<fn() -> (R, E)>,
+}
+
+impl<R, E> Clone for ForwardService<R, E> {
+    fn clone(&self) -> Self {
+        ForwardService {
+            handler: self.handler.clone(),
+            source: self.source.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<R, E> ForwardService<R, E> {
+    /// Delivers `source`'s events to `handler`.
+    pub fn new(handler: Arc<Handler>, source: Arc<str>) -> Self {
+        ForwardService {
+            handler,
+            source,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<R, E> Service<Event> for ForwardService<R, E>
+where
+    R: From<Delivered> + Send + 'static,
+    E: From<ForwardError> + Send + 'static,
+{
+    type Response = R;
+    type Error = E;
+    type Future = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, event: Event) -> Self::Future {
+        let handler = self.handler.clone();
+        let source = self.source.clone();
+        Box::pin(async move {
+            let client_ip = event
+                .verified
+                .extensions()
+                .get::<ClientIp>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
+            // Set at the door by the request-id layer; a fresh one only if the stack was built without it.
+            let request_id = event
+                .verified
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("-"));
+            let delivery = Delivery {
+                source: &source,
+                event: &event.verified,
+                event_id: &event.id,
+                client_ip,
+                request_id: &request_id,
+            };
+            let started = Instant::now();
+            let result = handler.deliver(&delivery).await;
+            crate::metrics::forward(&source, status_class(&result), started.elapsed());
+            if let Err(error) = &result {
+                tracing::warn!(%source, %client_ip, event_id = %event.id, %error, "delivery failed; the sender will retry");
+            }
+            result.map(R::from).map_err(E::from)
+        })
+    }
+}
+
+fn status_class(result: &Result<Delivered, ForwardError>) -> &'static str {
+    match result {
+        Ok(Delivered::Queued) | Err(ForwardError::Enqueue(_)) => "queue",
+        Ok(Delivered::Forwarded) => "2xx",
+        Err(ForwardError::Status(s)) if s.is_client_error() => "4xx",
+        Err(ForwardError::Status(s)) if s.is_server_error() => "5xx",
+        Err(ForwardError::Status(_)) => "other",
+        Err(ForwardError::Timeout(_)) => "timeout",
+        Err(_) => "error",
+    }
+}

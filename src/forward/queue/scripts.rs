@@ -1,0 +1,71 @@
+//! The queue's Lua scripts: each settles one delivery, or moves entries between keys, atomically.
+
+use redis::Script;
+
+/// The consumer group every replica reads in.
+pub(super) const GROUP: &str = "hookgate";
+/// The field of a stream entry that holds its envelope.
+pub(super) const FIELD: &str = "e";
+
+pub(super) const ACK: &str = r"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])";
+
+pub(super) const RETRY: &str = r"
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])";
+
+pub(super) const BURY: &str = r"
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])";
+
+pub(super) const MOVE_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'e', member)
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due";
+
+pub(super) const STATS: &str = r"
+local pending = 0
+local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if type(summary) == 'table' and summary[1] then pending = summary[1] end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first_event = false
+if first[1] then first_event = first[1][2][2] end
+local delayed = redis.call('ZRANGE', KEYS[2], 0, 0)
+return {redis.call('XLEN', KEYS[1]), pending, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]),
+        first_event, delayed[1] or false}";
+
+pub(super) const REPLAY: &str = r"
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+  return 1
+end
+return 0";
+
+/// The scripts, loaded once per queue.
+pub(super) struct Scripts {
+    pub(super) ack: Script,
+    pub(super) retry: Script,
+    pub(super) bury: Script,
+    pub(super) move_due: Script,
+    pub(super) replay: Script,
+    pub(super) stats: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Scripts {
+            ack: Script::new(ACK),
+            retry: Script::new(RETRY),
+            bury: Script::new(BURY),
+            move_due: Script::new(MOVE_DUE),
+            replay: Script::new(REPLAY),
+            stats: Script::new(STATS),
+        }
+    }
+}
