@@ -3,6 +3,9 @@
 #
 #   bench/run.sh            # 5 rounds of 5 s per variant, interleaved
 #   bench/run.sh --smoke    # 1 round of 1 s: checks that the suite still runs
+#   HOOKGATE_BASELINE=/path/to/old/hookgate bench/run.sh
+#                           # also runs an older build as base_mem, base_redis and base_queue, interleaved
+#                           # with the others in the same rounds: a before/after comparison in one run
 #
 # Every variant is driven by the same client (hookgate loadgen: signed 1 KiB JSON events, 64 keep-alive
 # connections, closed loop) against the same downstream (hookgate echo):
@@ -21,6 +24,11 @@ DURATION=5s
 CONNECTIONS=64
 if [ "${1:-}" = "--smoke" ]; then ROUNDS=1; DURATION=1s; fi
 VARIANTS=(direct nginx hookgate_mem hookgate_redis queue_accept)
+BASELINE=${HOOKGATE_BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "bench: HOOKGATE_BASELINE=$BASELINE is not an executable" >&2; exit 1; }
+  VARIANTS+=(base_mem base_redis base_queue)
+fi
 
 if ! command -v nginx >/dev/null 2>&1; then
   echo "bench: installing nginx (Debian package)"
@@ -54,7 +62,7 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 
 ECHO=$(free_port); NGINX=$(free_port); REDIS=$(free_port)
 declare -A PORT ADMIN
-for v in hookgate_mem hookgate_redis queue_accept; do PORT[$v]=$(free_port); ADMIN[$v]=$(free_port); done
+for v in hookgate_mem hookgate_redis queue_accept base_mem base_redis base_queue; do PORT[$v]=$(free_port); ADMIN[$v]=$(free_port); done
 
 "$BIN" echo --listen "127.0.0.1:$ECHO" >/dev/null 2>&1 & pids+=($!); ECHO_PID=$!
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --daemonize no >/dev/null 2>&1 &
@@ -106,12 +114,22 @@ declare -A PID
 gateway_config hookgate_mem memory http > "$work/mem.toml"
 gateway_config hookgate_redis redis http > "$work/redis.toml"
 gateway_config queue_accept redis queue > "$work/queue.toml"
-for pair in hookgate_mem:mem hookgate_redis:redis queue_accept:queue; do
-  v=${pair%%:*}; f=${pair##*:}
-  RUST_LOG=warn "$BIN" serve --config "$work/$f.toml" >/dev/null 2>"$work/$v.log" &
+pairs=(hookgate_mem:mem:"$BIN" hookgate_redis:redis:"$BIN" queue_accept:queue:"$BIN")
+if [ -n "$BASELINE" ]; then
+  gateway_config base_mem memory http > "$work/base_mem.toml"
+  gateway_config base_redis redis http > "$work/base_redis.toml"
+  gateway_config base_queue redis queue > "$work/base_queue.toml"
+  pairs+=(base_mem:base_mem:"$BASELINE" base_redis:base_redis:"$BASELINE" base_queue:base_queue:"$BASELINE")
+fi
+for triple in "${pairs[@]}"; do
+  v=${triple%%:*}; rest=${triple#*:}; f=${rest%%:*}; bin=${rest#*:}
+  RUST_LOG=warn "$bin" serve --config "$work/$f.toml" >/dev/null 2>"$work/$v.log" &
   pids+=($!); PID[$v]=$!
 done
-for p in "$ECHO" "$NGINX" "$REDIS" "${PORT[@]}"; do wait_port "$p"; done
+for v in "${VARIANTS[@]}"; do
+  case $v in direct|nginx) ;; *) wait_port "${PORT[$v]}" ;; esac
+done
+for p in "$ECHO" "$NGINX" "$REDIS"; do wait_port "$p"; done
 NGINX_PIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
 
 url_of() {

@@ -167,7 +167,50 @@ fn log(source: &str, client_ip: Option<std::net::IpAddr>, outcome: Outcome, reje
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::ingress::rate_limit::Refused;
+
+    async fn answer_of(result: Result<Accepted, Rejection>) -> Response<Full<Bytes>> {
+        let inner = tower::service_fn(move |_: Request<()>| {
+            let result = match &result {
+                Ok(accepted) => Ok(*accepted),
+                Err(Rejection::RateLimited(refused)) => Err(Rejection::RateLimited(*refused)),
+                Err(_) => unreachable!("only these two are used here"),
+            };
+            async move {
+                Ok::<_, Infallible>(Handled {
+                    source: Arc::from("src"),
+                    client_ip: None,
+                    result,
+                })
+            }
+        });
+        RespondLayer
+            .layer(inner)
+            .oneshot(Request::new(()))
+            .await
+            .expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_its_status_outcome_header_and_json_body() {
+        let ok = answer_of(Ok(Accepted::Queued)).await;
+        assert_eq!(ok.status(), http::StatusCode::ACCEPTED);
+        assert_eq!(ok.headers()[OUTCOME_HEADER], "queued");
+        let refused = answer_of(Err(Rejection::RateLimited(Refused::PerIp(Duration::from_millis(1500))))).await;
+        assert_eq!(refused.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[OUTCOME_HEADER], "rate_limited");
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "2");
+        let body = http_body_util::BodyExt::collect(refused.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(body.as_ref(), Outcome::RateLimited.body().as_bytes());
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

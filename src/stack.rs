@@ -156,3 +156,37 @@ impl ResponseForPanic for PanicAnswer {
         crate::respond::answer(Outcome::InternalError)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::respond::OUTCOME_HEADER;
+
+    #[tokio::test]
+    async fn a_panic_below_answers_500_internal_error_and_the_service_keeps_answering() {
+        let service = ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(PanicAnswer))
+            .service(tower::service_fn(|req: Request<()>| async move {
+                if req.uri().path() == "/panic" {
+                    panic!("a bug");
+                }
+                Ok::<_, Infallible>(crate::respond::answer(Outcome::Forwarded))
+            }));
+        let get = |path: &'static str| {
+            let service = service.clone();
+            async move {
+                let req = Request::get(path).body(()).expect("request");
+                service.oneshot(req).await.expect("infallible")
+            }
+        };
+        let answer = get("/panic").await;
+        assert_eq!(answer.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(answer.headers()[OUTCOME_HEADER], "internal_error");
+        let next = get("/ok").await;
+        assert_eq!(next.status(), http::StatusCode::OK);
+    }
+}

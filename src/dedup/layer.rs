@@ -174,3 +174,75 @@ async fn settle(store: &DedupStore, source: &str, claim: Claim, delivered: bool)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http::HeaderMap;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{DedupConfig, SchemeKind, Secret};
+    use crate::error::{Accepted, Rejection};
+    use crate::forward::ForwardError;
+    use crate::verify::Verifier;
+    use crate::verify::event_id::EventId;
+
+    /// A verified event with id `id`: GitHub's documented example, verified for real.
+    fn event(id: &str) -> Event {
+        let secrets = [Secret::new("It's a Secret to Everybody")];
+        let verifier = Verifier::new(SchemeKind::Github, None, &secrets, Duration::ZERO).expect("verifier");
+        let mut headers = HeaderMap::new();
+        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        headers.insert("x-hub-signature-256", signature.parse().expect("value"));
+        let verified = verifier
+            .verify(headers, Bytes::from_static(b"Hello, World!"), 0)
+            .expect("the documented vector verifies");
+        Event {
+            verified,
+            id: EventId::new(id.to_owned()).expect("id"),
+        }
+    }
+
+    /// The dedup layer over a stub handler that counts its calls and fails while `fail` is set.
+    fn service(
+        store: Arc<DedupStore>,
+        calls: Arc<AtomicUsize>,
+        fail: bool,
+    ) -> impl Service<Event, Response = Accepted, Error = Rejection> {
+        DedupLayer::new(store, Arc::from("src")).layer(tower::service_fn(move |_: Event| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err(Rejection::Forward(ForwardError::Connect("down".into())))
+                } else {
+                    Ok(Accepted::Forwarded)
+                }
+            }
+        }))
+    }
+
+    #[tokio::test]
+    async fn duplicate_after_commit_is_not_forwarded() {
+        let store = DedupStore::new(&DedupConfig::default(), None).expect("memory store");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = service(store.clone(), calls.clone(), false).oneshot(event("e1")).await;
+        assert!(matches!(first, Ok(Accepted::Forwarded)));
+        let again = service(store, calls.clone(), false).oneshot(event("e1")).await;
+        assert!(matches!(again, Ok(Accepted::Duplicate)), "{again:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn claim_released_when_downstream_fails_so_the_retry_is_delivered() {
+        let store = DedupStore::new(&DedupConfig::default(), None).expect("memory store");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let failed = service(store.clone(), calls.clone(), true).oneshot(event("e2")).await;
+        assert!(matches!(failed, Err(Rejection::Forward(_))));
+        let retry = service(store, calls.clone(), false).oneshot(event("e2")).await;
+        assert!(matches!(retry, Ok(Accepted::Forwarded)), "{retry:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}

@@ -138,7 +138,45 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::error::{Accepted, Rejection};
+
+    /// The allowlist layer over a stub that counts the requests it is handed.
+    async fn through(list: Allowlist, client: Option<&str>) -> (Result<Accepted, Rejection>, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let service = AllowlistLayer::new(Arc::new(list)).layer(tower::service_fn(move |_: Request<()>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Rejection>(Accepted::Forwarded) }
+        }));
+        let mut req = Request::new(());
+        if let Some(ip) = client {
+            req.extensions_mut().insert(ClientIp(ip.parse().expect("ip")));
+        }
+        let result = service.oneshot(req).await;
+        (result, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn the_layer_lets_in_listed_clients_and_refuses_others_without_calling_inner() {
+        let list = || Allowlist::new(vec!["10.0.0.0/8".parse().expect("cidr")]);
+        let (ok, calls) = through(list(), Some("10.1.2.3")).await;
+        assert!(matches!(ok, Ok(Accepted::Forwarded)) && calls == 1);
+        let (denied, calls) = through(list(), Some("192.0.2.1")).await;
+        assert!(matches!(denied, Err(Rejection::IpDenied(_))), "{denied:?}");
+        assert_eq!(calls, 0, "a refused request never reaches the inner stage");
+    }
+
+    #[tokio::test]
+    async fn the_layer_fails_closed_without_a_resolved_client() {
+        let (denied, calls) = through(Allowlist::default(), None).await;
+        assert!(matches!(denied, Err(Rejection::IpDenied(_))));
+        assert_eq!(calls, 0);
+    }
 
     #[test]
     fn empty_allows_all_and_cidrs_match_both_families() {

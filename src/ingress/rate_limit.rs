@@ -278,6 +278,34 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test]
+    async fn the_layer_answers_429_with_the_wait_once_the_bucket_is_spent() {
+        use crate::error::{Accepted, Rejection};
+        use tower::ServiceExt;
+        let global = RateLimitConfig {
+            per_second: 1,
+            burst: 2,
+            ..RateLimitConfig::default()
+        };
+        let limiter = Arc::new(Limiter::new(&global, &SourceRateLimit::default()));
+        let layer = RateLimitLayer::new(limiter);
+        let call = |layer: RateLimitLayer| async move {
+            let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, Rejection>(Accepted::Forwarded)
+            }));
+            let mut req = Request::new(());
+            req.extensions_mut().insert(ClientIp("192.0.2.7".parse().expect("ip")));
+            service.oneshot(req).await
+        };
+        assert!(call(layer.clone()).await.is_ok());
+        assert!(call(layer.clone()).await.is_ok());
+        let refused = call(layer.clone()).await;
+        let Err(Rejection::RateLimited(Refused::PerIp(wait))) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+    }
+
     fn limiter(
         per_second: u32,
         burst: u32,

@@ -168,3 +168,45 @@ where
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::error::{Accepted, Rejection};
+
+    fn router() -> Router<tower::util::BoxCloneService<Request<()>, Accepted, Rejection>> {
+        let ok = tower::util::BoxCloneService::new(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Rejection>(Accepted::Forwarded)
+        }));
+        Router::new([("/hooks/a".to_owned(), Arc::from("a"), ok)])
+    }
+
+    async fn route(method: Method, path: &str) -> Routed<Result<Accepted, Rejection>> {
+        let mut req = Request::builder().method(method).uri(path).body(()).expect("request");
+        req.extensions_mut().insert(ClientIp("192.0.2.1".parse().expect("ip")));
+        router().oneshot(req).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn a_known_path_reaches_its_source_labelled_with_its_name() {
+        let routed = route(Method::POST, "/hooks/a").await;
+        assert_eq!(&*routed.source, "a");
+        assert!(matches!(routed.result, Ok(Accepted::Forwarded)));
+        assert_eq!(routed.client_ip, Some("192.0.2.1".parse().expect("ip")));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_404_under_unknown_and_other_methods_405_under_the_source() {
+        let missing = route(Method::POST, "/hooks/b").await;
+        assert_eq!(&*missing.source, UNKNOWN_SOURCE);
+        assert!(matches!(missing.result, Err(Rejection::Route(RouteError::NotFound))));
+        let get = route(Method::GET, "/hooks/a").await;
+        assert_eq!(&*get.source, "a");
+        assert!(matches!(
+            get.result,
+            Err(Rejection::Route(RouteError::MethodNotAllowed))
+        ));
+    }
+}

@@ -110,3 +110,42 @@ impl<F: Future> Future for Slotted<F> {
         self.project().future.poll(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::error::{Accepted, Rejection};
+
+    #[tokio::test]
+    async fn past_the_cap_requests_are_refused_at_once_and_a_finished_one_frees_its_slot() {
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let (release, held) = oneshot::channel::<()>();
+        let held = Arc::new(std::sync::Mutex::new(Some(held)));
+        let layer = ShedLayer::new(inflight.clone(), 1);
+        let service = layer.layer(tower::service_fn(move |_: Request<()>| {
+            let held = held.lock().expect("lock").take();
+            async move {
+                if let Some(held) = held {
+                    let _ = held.await;
+                }
+                Ok::<_, Rejection>(Accepted::Forwarded)
+            }
+        }));
+        let first = tokio::spawn(service.clone().oneshot(Request::new(())));
+        while inflight.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = service.clone().oneshot(Request::new(())).await;
+        let Err(Rejection::Overloaded(Overloaded { retry_after })) = refused else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(retry_after, RETRY_AFTER);
+        release.send(()).expect("first request waiting");
+        assert!(first.await.expect("task").is_ok());
+        assert_eq!(inflight.load(Ordering::SeqCst), 0, "the slot is freed");
+        assert!(service.oneshot(Request::new(())).await.is_ok());
+    }
+}

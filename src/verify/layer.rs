@@ -137,3 +137,82 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::Full;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{SchemeKind, Secret};
+    use crate::error::{Accepted, Rejection};
+
+    fn verifier() -> Arc<Verifier> {
+        let secrets = [Secret::new("It's a Secret to Everybody")];
+        Arc::new(Verifier::new(SchemeKind::Github, None, &secrets, std::time::Duration::ZERO).expect("verifier"))
+    }
+
+    /// GitHub's documented example: the secret "It's a Secret to Everybody" over "Hello, World!".
+    const SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    fn request(signature: &str, delivery: Option<&str>) -> Request<Full<Bytes>> {
+        let mut req = Request::post("/")
+            .header("x-hub-signature-256", signature)
+            .body(Full::new(Bytes::from_static(b"Hello, World!")))
+            .expect("request");
+        if let Some(id) = delivery {
+            req.headers_mut()
+                .insert("x-github-delivery", id.parse().expect("value"));
+        }
+        req.extensions_mut()
+            .insert(crate::peer::ClientIp("192.0.2.9".parse().expect("ip")));
+        req
+    }
+
+    #[tokio::test]
+    async fn a_valid_signature_reaches_the_inner_stage_with_its_extensions_and_a_bad_one_does_not() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let inner = tower::service_fn(move |verified: Verified| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let client = verified.extensions().get::<crate::peer::ClientIp>().copied();
+            async move {
+                assert_eq!(client, Some(crate::peer::ClientIp("192.0.2.9".parse().expect("ip"))));
+                assert_eq!(verified.body().as_ref(), b"Hello, World!");
+                Ok::<_, Rejection>(Accepted::Forwarded)
+            }
+        });
+        let service = VerifyLayer::new(verifier()).layer(inner);
+        let ok = service.clone().oneshot(request(SIGNATURE, None)).await;
+        assert!(matches!(ok, Ok(Accepted::Forwarded)), "{ok:?}");
+        let tampered = SIGNATURE.replace("e17", "e18");
+        let refused = service.oneshot(request(&tampered, None)).await;
+        assert!(
+            matches!(refused, Err(Rejection::BadSignature(VerifyError::Mismatch))),
+            "{refused:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_event_id_layer_hands_on_the_id_or_refuses_without_calling_inner() {
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = ids.clone();
+        let inner = tower::service_fn(move |event: Event| {
+            seen.lock().expect("lock").push(event.id.as_str().to_owned());
+            async { Ok::<_, Rejection>(Accepted::Forwarded) }
+        });
+        let locator = Arc::new(Locator::new(None, SchemeKind::Github).expect("github has a default id"));
+        let service = VerifyLayer::new(verifier()).layer(EventIdLayer::new(locator).layer(inner));
+        let ok = service.clone().oneshot(request(SIGNATURE, Some("d-1"))).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let missing = service.oneshot(request(SIGNATURE, None)).await;
+        assert!(
+            matches!(missing, Err(Rejection::EventId(EventIdError::Missing(_)))),
+            "{missing:?}"
+        );
+        assert_eq!(*ids.lock().expect("lock"), ["d-1"]);
+    }
+}
