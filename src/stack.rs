@@ -176,12 +176,9 @@ mod tests {
                 }
                 Ok::<_, Infallible>(crate::respond::answer(Outcome::Forwarded))
             }));
-        let get = |path: &'static str| {
-            let service = service.clone();
-            async move {
-                let req = Request::get(path).body(()).expect("request");
-                service.oneshot(req).await.expect("infallible")
-            }
+        let get = |path: &'static str| async move {
+            let req = Request::get(path).body(()).expect("request");
+            service.oneshot(req).await.expect("infallible")
         };
         let answer = get("/panic").await;
         assert_eq!(answer.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
