@@ -39,20 +39,6 @@ pub enum ForwardError {
     Enqueue(String),
 }
 
-impl ForwardError {
-    /// The bounded `reason` label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ForwardError::Timeout(_) => "downstream_timeout",
-            ForwardError::Connect(_) => "downstream_error:connect",
-            ForwardError::Status(s) if s.is_server_error() => "downstream_error:status_5xx",
-            ForwardError::Status(_) => "downstream_error:status_other",
-            ForwardError::Io(_) => "downstream_error:io",
-            ForwardError::Enqueue(_) => "unavailable:queue",
-        }
-    }
-}
-
 /// One accepted event on its way to a handler, with what the gateway learned about it.
 pub struct Delivery<'a> {
     pub source: &'a str,

@@ -24,16 +24,6 @@ pub enum EventIdError {
     Invalid,
 }
 
-impl EventIdError {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            EventIdError::Missing(_) => "missing_event_id",
-            EventIdError::BodyNotJson(_) => "body_not_json",
-            EventIdError::Invalid => "invalid_event_id",
-        }
-    }
-}
-
 /// A verified event and its id: what the dedup and forward stages take.
 #[derive(Debug)]
 pub struct Event {
