@@ -179,32 +179,13 @@ async fn settle(store: &DedupStore, source: &str, claim: Claim, delivered: bool)
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use bytes::Bytes;
-    use http::HeaderMap;
     use tower::ServiceExt;
 
     use super::*;
-    use crate::config::{DedupConfig, SchemeKind, Secret};
+    use crate::config::DedupConfig;
     use crate::error::{Accepted, Rejection};
     use crate::forward::ForwardError;
-    use crate::verify::Verifier;
-    use crate::verify::event_id::EventId;
-
-    /// A verified event with id `id`: GitHub's documented example, verified for real.
-    fn event(id: &str) -> Event {
-        let secrets = [Secret::new("It's a Secret to Everybody")];
-        let verifier = Verifier::new(SchemeKind::Github, None, &secrets, Duration::ZERO).expect("verifier");
-        let mut headers = HeaderMap::new();
-        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        headers.insert("x-hub-signature-256", signature.parse().expect("value"));
-        let verified = verifier
-            .verify(headers, Bytes::from_static(b"Hello, World!"), 0)
-            .expect("the documented vector verifies");
-        Event {
-            verified,
-            id: EventId::new(id.to_owned()).expect("id"),
-        }
-    }
+    use crate::verify::test_support::github_event as event;
 
     /// The dedup layer over a stub handler that counts its calls and fails while `fail` is set.
     fn service(

@@ -106,32 +106,16 @@ fn status_class(result: &Result<Delivered, ForwardError>) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use http::HeaderMap;
     use tower::ServiceExt;
 
     use super::*;
-    use crate::config::{SchemeKind, Secret};
     use crate::error::{Accepted, Rejection};
-    use crate::verify::Verifier;
-    use crate::verify::event_id::EventId;
+    use crate::verify::test_support::github_event;
 
     #[tokio::test]
     async fn the_handler_answer_becomes_the_stack_answer() {
-        let secrets = [Secret::new("It's a Secret to Everybody")];
-        let verifier = Verifier::new(SchemeKind::Github, None, &secrets, std::time::Duration::ZERO).expect("verifier");
-        let mut headers = HeaderMap::new();
-        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        headers.insert("x-hub-signature-256", signature.parse().expect("value"));
-        let verified = verifier
-            .verify(headers, Bytes::from_static(b"Hello, World!"), 0)
-            .expect("the documented vector verifies");
-        let event = Event {
-            verified,
-            id: EventId::new("e".to_owned()).expect("id"),
-        };
         let service = ForwardService::<Accepted, Rejection>::new(Arc::new(Handler::Discard), Arc::from("src"));
-        let answer = service.oneshot(event).await;
+        let answer = service.oneshot(github_event("e")).await;
         assert!(matches!(answer, Ok(Accepted::Forwarded)), "{answer:?}");
     }
 }

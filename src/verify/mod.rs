@@ -368,6 +368,24 @@ pub(crate) mod test_support {
             .collect()
     }
 
+    /// A verified event with id `id`: GitHub's documented example (secret "It's a Secret to Everybody",
+    /// body "Hello, World!"), verified for real.
+    pub(crate) fn github_event(id: &str) -> super::event_id::Event {
+        let v = verifier(SchemeKind::Github, &["It's a Secret to Everybody"]);
+        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let verified = v
+            .verify(
+                headers(&[("x-hub-signature-256", signature)]),
+                Bytes::from_static(b"Hello, World!"),
+                0,
+            )
+            .expect("the documented vector verifies");
+        super::event_id::Event {
+            verified,
+            id: super::event_id::EventId::new(id.to_owned()).expect("id"),
+        }
+    }
+
     pub(crate) fn signed(v: &Verifier, body: &[u8], id: &str, ts: i64) -> HeaderMap {
         v.sign(body, id, ts)
             .into_iter()
