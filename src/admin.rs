@@ -27,6 +27,7 @@ const READY: u8 = 1;
 const DRAINING: u8 = 2;
 
 impl Health {
+    /// Marks the gateway ready: `/readyz` answers 200 from now on (while the store is reachable).
     pub fn set_ready(&self) {
         self.state.store(READY, Ordering::Release);
     }
@@ -47,9 +48,13 @@ impl Health {
 }
 
 #[derive(Clone)]
+/// The admin listener's service: `/metrics`, `/healthz`, `/readyz`.
 pub struct Admin {
+    /// Renders the Prometheus exposition for `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Liveness and readiness as the server sets them.
     pub health: Arc<Health>,
+    /// The dedup store, pinged by `/readyz`.
     pub dedup: Arc<DedupStore>,
     /// The queues of the config now serving.
     pub queues: Arc<ArcSwap<Vec<Arc<Queue>>>>,
@@ -76,6 +81,7 @@ impl Admin {
         self.dedup.ping().await.map_err(|_| "dedup store unreachable")
     }
 
+    /// Answers one admin request; unknown paths get 404.
     pub async fn handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
         let (status, content_type, body) = match req.uri().path() {
             "/metrics" => (

@@ -66,10 +66,12 @@ impl Cores {
         &self.cores[index].handle
     }
 
+    /// How many runtimes (one per core).
     pub fn len(&self) -> usize {
         self.cores.len()
     }
 
+    /// True when there are no runtimes.
     pub fn is_empty(&self) -> bool {
         self.cores.is_empty()
     }

@@ -21,25 +21,42 @@ use crate::verify::event_id::EventIdError;
 /// What happened to a request: the value of `x-hookgate-outcome` and the `outcome` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
+    /// 200: delivered to the `http` or `stdout` handler.
     Forwarded,
+    /// 202: appended to the durable queue.
     Queued,
+    /// 200: already processed; not forwarded again.
     Duplicate,
+    /// 409: another request holds this event's claim.
     InFlight,
+    /// 401: the signature did not verify.
     BadSignature,
+    /// 403: the client IP is not allowed.
     IpDenied,
+    /// 429: the client is over its rate limit.
     RateLimited,
+    /// 404: no source has this path.
     NotFound,
+    /// 405: the method is not POST.
     MethodNotAllowed,
+    /// 413: the body is larger than the limit.
     TooLarge,
+    /// 400: no usable event id, or an unreadable body.
     BadRequest,
+    /// 408: the body did not arrive in time.
     RequestTimeout,
+    /// 502: the downstream failed or answered an error.
     DownstreamError,
+    /// 504: the downstream did not answer in time.
     DownstreamTimeout,
+    /// 503: the gateway cannot take the event now (store, queue, or load).
     Unavailable,
+    /// 500: a bug; the panic is caught and counted.
     InternalError,
 }
 
 impl Outcome {
+    /// The name used in `x-hookgate-outcome`, the `outcome` label and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
@@ -61,6 +78,7 @@ impl Outcome {
         }
     }
 
+    /// The HTTP status the sender gets.
     pub fn status(self) -> StatusCode {
         match self {
             Outcome::Forwarded | Outcome::Duplicate => StatusCode::OK,

@@ -39,6 +39,7 @@
 //! - **backends**: what outlives a config and a reload: the Redis client, the dedup store, the HTTP client.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 /// The error type of bodies and of the layers that box them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

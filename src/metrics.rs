@@ -13,24 +13,42 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Requests by source, outcome and status.
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
+/// Refused requests by source and reason.
 pub const REJECTIONS_TOTAL: &str = "hookgate_rejections_total";
+/// Time from request to answer, by source and outcome.
 pub const REQUEST_DURATION: &str = "hookgate_request_duration_seconds";
+/// Time spent in the downstream handler, by source.
 pub const FORWARD_DURATION: &str = "hookgate_forward_duration_seconds";
+/// Requests being processed now.
 pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
+/// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "hookgate_build_info";
+/// Dedup store answers by result (`new`, `duplicate`, `in_flight`, …).
 pub const DEDUP_TOTAL: &str = "hookgate_dedup_total";
+/// Client keys the rate limiter tracks.
 pub const RATELIMIT_TRACKED_KEYS: &str = "hookgate_ratelimit_tracked_keys";
+/// Config reloads by result.
 pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
+/// Queue deliveries by source and result.
 pub const QUEUE_DELIVERIES_TOTAL: &str = "hookgate_queue_deliveries_total";
+/// Entries in a source's stream.
 pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
+/// Entries read by a worker and not yet settled.
 pub const QUEUE_PENDING: &str = "hookgate_queue_pending";
+/// Entries waiting for a retry.
 pub const QUEUE_DELAYED: &str = "hookgate_queue_delayed";
+/// Dead letters.
 pub const QUEUE_DEAD: &str = "hookgate_queue_dead_letters";
+/// Age of the oldest undelivered entry.
 pub const QUEUE_OLDEST_AGE: &str = "hookgate_queue_oldest_age_seconds";
+/// Dedup store errors by operation.
 pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
+/// Dedup store call time by operation.
 pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
+/// Panics caught while serving a request.
 pub const PANICS_TOTAL: &str = "hookgate_panics_total";
 
 /// Histogram buckets from 100 µs to 30 s.
@@ -170,6 +188,7 @@ pub fn forward(source: &Arc<str>, status_class: &'static str, elapsed: Duration)
     source_histogram(FORWARD_DURATION, source, "status_class", status_class).record(elapsed.as_secs_f64());
 }
 
+/// Moves the in-flight gauge by `delta`.
 pub fn inflight(delta: f64) {
     cached(&INFLIGHT, (), || gauge!(INFLIGHT_REQUESTS)).increment(delta);
 }
@@ -184,10 +203,12 @@ pub fn store_call(op: &'static str, elapsed: Duration) {
     cached(&STORE_DURATIONS, op, || histogram!(STORE_DURATION, "op" => op)).record(elapsed.as_secs_f64());
 }
 
+/// Counts one store error of `op`.
 pub fn store_error(op: &'static str) {
     counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
 }
 
+/// Sets the rate limiter's tracked-keys gauge.
 pub fn ratelimit_tracked_keys(tracked: usize) {
     gauge!(RATELIMIT_TRACKED_KEYS).set(tracked as f64);
 }

@@ -3,7 +3,7 @@
 //! cluster client, which follows slot moves). On one node each thread gets its own connection, driven
 //! by a task on that thread's runtime, so that a core's commands and answers never cross to another
 //! core; and the commands its requests issue at about the same moment go out together, as one pipeline
-//! (see [`Batch`]). `rediss://` is verified against the public web roots, or
+//! (see `Batch`). `rediss://` is verified against the public web roots, or
 //! against `redis_ca_file` for a private CA.
 
 use std::path::Path;
@@ -121,7 +121,9 @@ impl std::fmt::Debug for RedisClient {
 /// A connection of its own, for commands that block (`XREADGROUP … BLOCK`) and must not stall the
 /// shared, pipelined one.
 pub enum Dedicated {
+    /// A multiplexed connection to one node.
     Single(MultiplexedConnection),
+    /// A cluster connection that routes by key slot.
     Cluster(ClusterConnection),
 }
 
@@ -171,6 +173,7 @@ impl RedisClient {
         Ok(RedisClient { inner })
     }
 
+    /// Runs one command; an error is the message Redis or the connection gave.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
         match &self.inner {
             Inner::Single(single) => T::from_redis_value(single.query(cmd).await?).map_err(|e| e.to_string()),
@@ -218,6 +221,7 @@ impl RedisClient {
 }
 
 impl Dedicated {
+    /// Runs one command on this connection.
     pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, String> {
         match self {
             Dedicated::Single(c) => cmd.query_async(c).await.map_err(|e| e.to_string()),

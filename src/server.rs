@@ -42,6 +42,7 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Listeners already bound (tests bind port 0 themselves).
     pub fn new(public: TcpListener, admin: TcpListener) -> Self {
         Listeners {
             public,
@@ -50,6 +51,7 @@ impl Listeners {
         }
     }
 
+    /// Binds the public and admin addresses of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         let public = TcpListener::bind(config.server.listen).await?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;

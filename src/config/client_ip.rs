@@ -30,8 +30,12 @@ impl Default for ClientIpConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+/// Which header a trusted proxy names the client in.
 pub enum ClientIpHeader {
+    /// `X-Forwarded-For`: the rightmost entry that is not a trusted proxy.
     XForwardedFor,
+    /// `X-Real-IP`: one address, set by the proxy.
     XRealIp,
+    /// `Forwarded` (RFC 7239): the `for=` parameters, read like `X-Forwarded-For`.
     Forwarded,
 }

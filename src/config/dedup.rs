@@ -7,15 +7,21 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// Where claimed and committed event ids are kept.
 pub enum StoreKind {
+    /// In this process only: right for one replica.
     Memory,
+    /// In Redis: shared by every replica.
     Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// What a request gets when the dedup store cannot answer.
 pub enum OnStoreError {
+    /// `503 unavailable`: the sender retries later (the default).
     Reject,
+    /// Forward without dedup: availability before exactly-once.
     Accept,
 }
 
@@ -23,7 +29,9 @@ pub enum OnStoreError {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum RedisUrls {
+    /// One Redis node.
     One(String),
+    /// The seed nodes of a Redis Cluster.
     Cluster(Vec<String>),
 }
 
@@ -40,6 +48,7 @@ impl RedisUrls {
         }
     }
 
+    /// Every URL, one for a single node.
     pub fn urls(&self) -> Vec<&str> {
         match self {
             RedisUrls::One(url) => vec![url.as_str()],
@@ -50,6 +59,7 @@ impl RedisUrls {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// The `[dedup]` section: where event ids are kept, for how long, and what a store error means.
 pub struct DedupConfig {
     /// `memory` (one process, the default) or `redis` (shared by replicas).
     pub store: StoreKind,

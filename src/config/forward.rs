@@ -94,6 +94,7 @@ pub struct QueueConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// Retry delays of a queue's workers: exponential from `initial` to `max`, with jitter.
 pub struct BackoffConfig {
     /// First retry delay. Default `1s`.
     #[serde(with = "humantime_serde")]

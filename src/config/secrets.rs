@@ -10,8 +10,11 @@ use serde::Deserialize;
 #[derive(Clone, Deserialize)]
 #[serde(from = "String")]
 pub enum SecretRef {
+    /// `env:NAME`: read from an environment variable.
     Env(String),
+    /// `file:/path`: read from a file (trailing newline trimmed).
     File(PathBuf),
+    /// The value itself, written in the config file.
     Literal(Secret),
 }
 
@@ -62,10 +65,12 @@ impl SecretRef {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
+    /// The secret itself; only the verifiers call this.
     pub fn expose(&self) -> &str {
         &self.0
     }

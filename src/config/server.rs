@@ -48,11 +48,14 @@ pub struct TlsConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// The oldest TLS version the public listener accepts.
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.2")]
+    /// TLS 1.2 and 1.3.
     V1_2,
     #[serde(rename = "1.3")]
+    /// TLS 1.3 only.
     V1_3,
 }
 

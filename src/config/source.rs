@@ -16,9 +16,13 @@ use super::secrets::SecretRef;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemeKind {
+    /// `Stripe-Signature`: `t=…,v1=…`, HMAC-SHA256 of `{t}.{body}`.
     Stripe,
+    /// `X-Hub-Signature-256`: `sha256=` HMAC-SHA256 of the body.
     Github,
+    /// `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the body.
     Shopify,
+    /// `X-Slack-Signature`: `v0=` HMAC-SHA256 of `v0:{timestamp}:{body}`.
     Slack,
     /// Standard Webhooks, which Svix also speaks.
     Standard,
@@ -27,6 +31,7 @@ pub enum SchemeKind {
 }
 
 impl SchemeKind {
+    /// Every scheme, in the order the README lists them.
     pub const ALL: [SchemeKind; 6] = [
         SchemeKind::Stripe,
         SchemeKind::Github,
@@ -36,6 +41,7 @@ impl SchemeKind {
         SchemeKind::Hmac,
     ];
 
+    /// The scheme's name as written in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             SchemeKind::Stripe => "stripe",
@@ -192,18 +198,25 @@ impl TryFrom<String> for Template {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// The hash of an `hmac` source's MAC.
 pub enum HmacAlgorithm {
     #[default]
+    /// HMAC-SHA256.
     Sha256,
+    /// HMAC-SHA1, for senders that still use it.
     Sha1,
+    /// HMAC-SHA512.
     Sha512,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// How an `hmac` source's signature is written in its header.
 pub enum SignatureEncoding {
     #[default]
+    /// Lower- or upper-case hex.
     Hex,
+    /// Standard base64, with padding.
     Base64,
 }
 
@@ -244,6 +257,7 @@ impl TryFrom<String> for AllowIp {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum EventIdSpec {
+    /// A request header.
     Header(HeaderName),
     /// An RFC 6901 JSON pointer, such as `/id` or `/event/id`.
     Json(String),

@@ -67,6 +67,7 @@ impl Shard {
 }
 
 #[derive(Debug)]
+/// Event ids in this process's memory, bounded by `max_entries`.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
@@ -163,6 +164,7 @@ impl MemoryStore {
             .sum()
     }
 
+    /// True when no id is claimed or committed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

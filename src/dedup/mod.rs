@@ -27,10 +27,13 @@ use crate::verify::event_id::EventId;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("the store did not answer within {0:?}")]
+    /// The store did not answer within `store_timeout`.
     Timeout(Duration),
     #[error("redis: {0}")]
+    /// Redis answered with an error, or the connection failed.
     Redis(String),
     #[error("the memory store is full of in-flight ids")]
+    /// The memory store holds `max_entries` ids and none has expired.
     Full,
 }
 
@@ -47,7 +50,11 @@ pub enum ClaimResult {
     /// The id was delivered already.
     Duplicate,
     /// Another request holds the id now; try again after `retry_after`.
-    InFlight { retry_after: Duration },
+    /// Another request holds the claim; the sender should retry after the lease.
+    InFlight {
+        /// How long the current claim's lease has left.
+        retry_after: Duration,
+    },
 }
 
 /// What the backend answered to a claim, before it is wrapped in a [`Claim`].
@@ -102,10 +109,12 @@ impl DedupStore {
         }))
     }
 
+    /// What a request gets when this store cannot answer.
     pub fn on_error(&self) -> OnStoreError {
         self.on_error
     }
 
+    /// `memory` or `redis`, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self.backend {
             Backend::Memory(_) => "memory",

@@ -35,6 +35,7 @@ end
 return 0";
 
 #[derive(Clone)]
+/// Event ids in Redis, under `{prefix}:…` keys with a TTL.
 pub struct RedisStore {
     client: RedisClient,
     prefix: Arc<str>,
@@ -51,6 +52,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// A store on the shared client, with keys under `prefix`.
     pub fn new(client: RedisClient, prefix: &str) -> Self {
         RedisStore {
             client,

@@ -21,6 +21,7 @@ pub fn client() -> HttpClient {
 }
 
 #[derive(Debug, Clone)]
+/// Forwards each event to one downstream URL over the shared pool.
 pub struct HttpHandler {
     client: HttpClient,
     target: Target,
@@ -28,6 +29,7 @@ pub struct HttpHandler {
 }
 
 impl HttpHandler {
+    /// A handler for `url`, with a per-delivery `timeout`.
     pub fn new(client: HttpClient, url: &DownstreamUrl, timeout: Duration) -> Result<Self, String> {
         Ok(HttpHandler {
             client,

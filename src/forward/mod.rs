@@ -28,23 +28,33 @@ pub enum Delivered {
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("no answer within {0:?}")]
+    /// The handler did not finish within its timeout.
     Timeout(Duration),
     #[error("cannot reach the downstream: {0}")]
+    /// The downstream could not be reached.
     Connect(String),
     #[error("the downstream answered {0}")]
+    /// The downstream answered with this non-2xx status.
     Status(StatusCode),
     #[error("cannot write the event: {0}")]
+    /// Reading or writing failed midway.
     Io(String),
     #[error("cannot append the event to the queue: {0}")]
+    /// The queue could not take the event.
     Enqueue(String),
 }
 
 /// One accepted event on its way to a handler, with what the gateway learned about it.
 pub struct Delivery<'a> {
+    /// The source's name.
     pub source: &'a str,
+    /// The verified request: headers and the exact body.
     pub event: &'a Verified,
+    /// The event id, claimed in the dedup store.
     pub event_id: &'a EventId,
+    /// The resolved client IP.
     pub client_ip: IpAddr,
+    /// The request id set at the door.
     pub request_id: &'a HeaderValue,
 }
 
@@ -55,14 +65,18 @@ pub struct Delivery<'a> {
     reason = "one per source, built once and kept behind an Arc"
 )]
 pub enum Handler {
+    /// POST to a downstream URL.
     Http(http::HttpHandler),
+    /// One JSON line per event on standard output.
     Stdout(stdout::StdoutHandler),
+    /// Append to a durable Redis stream; workers deliver it.
     Queue(std::sync::Arc<queue::Queue>),
     /// Drops the event: for benchmarks of the gateway alone.
     Discard,
 }
 
 impl Handler {
+    /// Delivers one event; the caller commits or releases its claim on the result.
     pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         match self {
             Handler::Http(h) => h.deliver(delivery).await,
@@ -73,7 +87,9 @@ impl Handler {
     }
 }
 
+/// Names the source on a forwarded request.
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-hookgate-source");
+/// Carries the event id on a forwarded request.
 pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("x-hookgate-event-id");
 pub use crate::peer::{FORWARDED_FOR, REQUEST_ID_HEADER};
 

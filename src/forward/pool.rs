@@ -30,6 +30,7 @@ pub type Sender = SendRequest<Full<Bytes>>;
 type Idle = RefCell<HashMap<String, Vec<Sender>>>;
 
 #[derive(Clone, Default)]
+/// The downstream client: a keep-alive pool per target, shared by every source.
 pub struct HttpClient {
     idle: Arc<ThreadLocal<Idle>>,
 }
@@ -53,6 +54,7 @@ pub struct Target {
 }
 
 impl Target {
+    /// A client for the target named by `uri` (scheme, host and port).
     pub fn new(uri: &Uri) -> Result<Self, String> {
         let authority = uri.authority().ok_or("the URL has no host")?;
         Ok(Target {

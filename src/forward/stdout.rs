@@ -11,6 +11,7 @@ use super::Delivered;
 use super::{Delivery, ForwardError, end_to_end_headers};
 
 #[derive(Debug, Clone, Default)]
+/// Writes each event as one JSON line on standard output.
 pub struct StdoutHandler;
 
 #[derive(Serialize)]

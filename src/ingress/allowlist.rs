@@ -49,6 +49,7 @@ fn find<T: Ord + Copy>(ranges: &[(T, T)], value: T) -> bool {
 }
 
 impl Allowlist {
+    /// An allowlist of these networks.
     pub fn new(nets: Vec<IpNet>) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -65,6 +66,7 @@ impl Allowlist {
         }
     }
 
+    /// True when `ip` is in one of the networks.
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.any
             || match ip.to_canonical() {

@@ -15,6 +15,7 @@ use crate::peer::FORWARDED_FOR;
 pub use crate::peer::{ClientIp, PeerAddr};
 
 #[derive(Debug, Clone)]
+/// Resolves the client IP from the peer address and, from trusted proxies only, one header.
 pub struct Resolver {
     trusted_proxies: Vec<IpNet>,
     header: ClientIpHeader,
@@ -29,6 +30,7 @@ impl Default for Resolver {
 const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 impl Resolver {
+    /// A resolver that reads `header` only when the peer is in `trusted_proxies`.
     pub fn new(trusted_proxies: Vec<IpNet>, header: ClientIpHeader) -> Self {
         Resolver {
             trusted_proxies,
@@ -40,6 +42,7 @@ impl Resolver {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
+    /// The client IP of a request from `peer` with these headers.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusted(peer) {
@@ -104,11 +107,13 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 }
 
 #[derive(Debug, Clone)]
+/// Puts the resolved [`ClientIp`] in each request's extensions and sets `X-Forwarded-For`.
 pub struct ClientIpLayer {
     resolver: Resolver,
 }
 
 impl ClientIpLayer {
+    /// A layer with this resolver.
     pub fn new(resolver: Resolver) -> Self {
         ClientIpLayer { resolver }
     }
@@ -125,6 +130,7 @@ impl<S> Layer<S> for ClientIpLayer {
 }
 
 #[derive(Debug, Clone)]
+/// The service of [`ClientIpLayer`].
 pub struct ClientIpService<S> {
     inner: S,
     resolver: Resolver,

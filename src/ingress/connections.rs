@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 
+/// Caps open connections per client address.
 pub struct ConnectionLimit {
     open: Mutex<HashMap<IpAddr, usize>>,
     max: usize,
@@ -21,6 +22,7 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionLimit {
+    /// At most `max` connections per address; `exempt` networks are not counted.
     pub fn new(max: usize, exempt: Vec<IpNet>) -> Self {
         ConnectionLimit {
             open: Mutex::default(),
@@ -29,6 +31,7 @@ impl ConnectionLimit {
         }
     }
 
+    /// A slot for one more connection from `ip`, or `None` at the cap.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let ip = ip.to_canonical();
         if self.exempt.iter().any(|net| net.contains(&ip)) {

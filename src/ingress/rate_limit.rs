@@ -128,12 +128,14 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 }
 
 impl Limiter<DefaultClock> {
+    /// A limiter on the system clock.
     pub fn new(global: &RateLimitConfig, source: &SourceRateLimit) -> Self {
         Self::with_clock(global, source, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> Limiter<C> {
+    /// A limiter on `clock` (tests drive it by hand).
     pub fn with_clock(global: &RateLimitConfig, source: &SourceRateLimit, clock: C) -> Self {
         let per_ip = quota(
             source.per_second.unwrap_or(global.per_second),
@@ -170,6 +172,7 @@ impl<C: Clock + Clone> Limiter<C> {
         self.per_ip.len()
     }
 
+    /// How many client keys have a bucket now.
     pub fn tracked(&self) -> usize {
         self.per_ip.len()
     }

@@ -15,12 +15,16 @@ use crate::config::{EventIdSpec, SchemeKind};
 pub const MAX_LEN: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why no usable event id could be read.
 pub enum EventIdError {
     #[error("no event id at {0}")]
+    /// The header or JSON field that should hold it is absent.
     Missing(String),
     #[error("the body is not JSON, and the event id is read from {0}")]
+    /// The body is not JSON, so the pointer cannot be read.
     BodyNotJson(String),
     #[error("the event id is empty, longer than {MAX_LEN} bytes, or not printable ASCII")]
+    /// Empty, longer than 256 bytes, or not printable ASCII.
     Invalid,
 }
 
@@ -38,6 +42,7 @@ pub struct Event {
 pub struct EventId(String);
 
 impl EventId {
+    /// An event id, if `id` is 1 to 256 printable ASCII characters.
     pub fn new(id: String) -> Result<Self, EventIdError> {
         let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
         if id.is_empty() || id.len() > MAX_LEN || !printable {
@@ -46,10 +51,12 @@ impl EventId {
         Ok(EventId(id))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The id as a header value (always valid: it is printable ASCII).
     pub fn header_value(&self) -> HeaderValue {
         // Printable ASCII is always a valid header value; the fallback is unreachable.
         HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))

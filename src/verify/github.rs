@@ -5,7 +5,9 @@ use http::HeaderName;
 
 use super::{Check, MacKey, VerifyError, decode_hex};
 
+/// `sha256=` and the hex HMAC of the body.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+/// GitHub's delivery id, the default event id.
 pub const DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {

@@ -46,16 +46,32 @@ pub fn sensitive_headers(sources: &[SourceConfig]) -> std::sync::Arc<[HeaderName
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("header {0} is missing")]
+    /// A header the scheme needs is absent.
     MissingHeader(HeaderName),
     #[error("header {0} is malformed")]
+    /// The header is present but cannot be read.
     MalformedHeader(HeaderName),
     #[error("header {0} is not valid {1}")]
+    /// The header's signature is not valid in this encoding.
     BadEncoding(HeaderName, &'static str),
     #[error("timestamp is {age}s old, tolerance is {tolerance}s")]
-    StaleTimestamp { age: u128, tolerance: u64 },
+    /// The timestamp is older than the tolerance.
+    StaleTimestamp {
+        /// Seconds since the timestamp.
+        age: u128,
+        /// The source's tolerance, in seconds.
+        tolerance: u64,
+    },
     #[error("timestamp is {ahead}s in the future, tolerance is {tolerance}s")]
-    FutureTimestamp { ahead: u128, tolerance: u64 },
+    /// The timestamp is further in the future than the tolerance.
+    FutureTimestamp {
+        /// Seconds the timestamp is ahead of the clock.
+        ahead: u128,
+        /// The source's tolerance, in seconds.
+        tolerance: u64,
+    },
     #[error("no signature matches any active secret")]
+    /// No active key produced a matching signature.
     Mismatch,
 }
 

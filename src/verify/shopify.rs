@@ -5,7 +5,9 @@ use http::HeaderName;
 
 use super::{Check, MacKey, VerifyError, decode_base64, encode_base64};
 
+/// The base64 HMAC of the body.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
+/// Shopify's webhook id, the default event id.
 pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {

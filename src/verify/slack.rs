@@ -5,7 +5,9 @@ use http::HeaderName;
 
 use super::{Check, MacKey, VerifyError, decode_hex};
 
+/// `v0=` and the hex HMAC of `v0:{timestamp}:{body}`.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
+/// Unix seconds, signed.
 pub const TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {

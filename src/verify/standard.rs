@@ -6,9 +6,13 @@ use http::HeaderName;
 
 use super::{Check, MacKey, VerifyError, decode_base64, encode_base64};
 
+/// The message id, signed.
 pub const ID: HeaderName = HeaderName::from_static("webhook-id");
+/// Unix seconds, signed.
 pub const TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+/// Space-separated `v1,<base64>` signatures.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+/// Svix's name for the message id.
 pub const SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
 const SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
 const SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");

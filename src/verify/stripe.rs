@@ -6,6 +6,7 @@ use http::HeaderName;
 
 use super::{Check, MacKey, VerifyError, decode_hex};
 
+/// `t=…,v1=…[,v1=…]`.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {

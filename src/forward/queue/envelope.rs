@@ -12,7 +12,7 @@ use crate::forward::{Delivery, end_to_end_headers};
 
 /// One queued event as it is stored: everything needed to deliver it as the `http` handler would.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub event_id: String,
     /// End-to-end headers whose values are text.
     pub headers: Vec<(String, String)>,

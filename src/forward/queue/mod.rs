@@ -98,10 +98,15 @@ pub struct QueueStats {
 /// One dead letter, as `hookgate dead list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
+    /// The dead letter's stream entry id.
     pub entry_id: String,
+    /// The event id it carried.
     pub event_id: String,
+    /// Deliveries tried.
     pub attempts: u32,
+    /// The last delivery error, if any.
     pub last_error: Option<String>,
+    /// When the gateway accepted it, in Unix milliseconds.
     pub received_at_ms: u64,
 }
 
@@ -110,10 +115,12 @@ pub struct DeadLetter {
 pub enum Replay {
     /// One, by its dead-letter entry id or its event id. Running it twice replays it once.
     One(String),
+    /// Every dead letter of the source.
     All,
 }
 
 impl Queue {
+    /// A queue for `source` on the shared client, with keys under `prefix`.
     pub fn new(
         source: &str,
         redis: RedisClient,
@@ -136,6 +143,7 @@ impl Queue {
         })
     }
 
+    /// The source this queue belongs to.
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -319,6 +327,7 @@ impl Queue {
         })
     }
 
+    /// Every dead letter of this queue, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, String> {
         let reply: StreamRangeReply = self
             .redis
