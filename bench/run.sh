@@ -27,7 +27,8 @@ VARIANTS=(direct nginx hookgate_mem hookgate_redis queue_accept)
 BASELINE=${HOOKGATE_BASELINE:-}
 if [ -n "$BASELINE" ]; then
   [ -x "$BASELINE" ] || { echo "bench: HOOKGATE_BASELINE=$BASELINE is not an executable" >&2; exit 1; }
-  VARIANTS+=(base_mem base_redis base_queue)
+  # Each older build runs just before its counterpart, so that the two see the same moment of the machine.
+  VARIANTS=(direct nginx base_mem hookgate_mem base_redis hookgate_redis base_queue queue_accept)
 fi
 
 if ! command -v nginx >/dev/null 2>&1; then
@@ -157,6 +158,16 @@ cpu_ticks() { # summed utime+stime of the given pids, in clock ticks
 rss_peak_kb() { local total=0; for pid in "$@"; do total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done; echo $total; }
 
 HZ=$(getconf CLK_TCK)
+# After a variant, wait until its server is idle again (a queue variant's workers drain the backlog it
+# accepted), so that no variant pays for the one before it. Bounded: at most 60 s.
+settle() {
+  [ -n "$1" ] || return 0
+  for _ in $(seq 1 300); do
+    local a b; a=$(cpu_ticks $1); sleep 0.2; b=$(cpu_ticks $1)
+    [ $((b - a)) -le 1 ] && return 0
+  done
+  echo "bench: $1 still busy after 60 s" >&2
+}
 runs="$work/runs.jsonl"
 : > "$runs"
 for round in $(seq 1 "$ROUNDS"); do
@@ -180,6 +191,7 @@ print(json.dumps({"variant": v, "round": int(rnd), "requests": r["requests"], "r
     "client": (r["cpu_seconds"] or 0) / max(r["requests"], 1) * 1000},
   "rss_peak_mib": int(rss) / 1024}))
 PY
+    settle "$servers"
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-15s round %s: %8.0f req/s  p50 %.2f ms  p99 %.2f ms  status %s" % (r["variant"], r["round"], r["rps"], r["p50_ms"], r["p99_ms"], r["by_status"]))' "$(tail -1 "$runs")"
   done
 done
