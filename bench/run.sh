@@ -105,7 +105,7 @@ key_prefix = "$1"
 name = "bench"
 path = "/webhooks/bench"
 scheme = "github"
-secrets = ["bench-secret"]
+secrets = ["bench-secret-0123456789"]
 [source.forward]
 kind = "$3"
 url = "http://127.0.0.1:$ECHO/webhooks/bench"
@@ -174,7 +174,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
     servers=$(server_pids "$v")
     before_server=$(cpu_ticks $servers); before_echo=$(cpu_ticks "$ECHO_PID"); before_redis=$(cpu_ticks "$REDIS_PID")
-    "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret --duration "$DURATION" \
+    "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret-0123456789 --duration "$DURATION" \
       --connections "$CONNECTIONS" --json --quiet > "$work/report.json"
     after_server=$(cpu_ticks $servers); after_echo=$(cpu_ticks "$ECHO_PID"); after_redis=$(cpu_ticks "$REDIS_PID")
     rss=$( [ -n "$servers" ] && rss_peak_kb $servers || echo 0 )

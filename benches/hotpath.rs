@@ -72,8 +72,13 @@ fn verification(c: &mut Criterion) {
 
 fn event_ids(c: &mut Criterion) {
     let mut group = c.benchmark_group("event_id_json");
-    let verifier =
-        Verifier::new(SchemeKind::Github, None, &[Secret::new("s")], Duration::from_secs(300)).expect("verifier");
+    let verifier = Verifier::new(
+        SchemeKind::Github,
+        None,
+        &[Secret::new("bench-secret-0123456789")],
+        Duration::from_secs(300),
+    )
+    .expect("verifier");
     for size in [1024, 64 * 1024] {
         let body = body(size);
         let verified = verifier
@@ -105,7 +110,7 @@ fn whole_request(c: &mut Criterion) {
         name = "bench"
         path = "/webhooks/bench"
         scheme = "github"
-        secrets = ["bench-secret"]
+        secrets = ["bench-secret-0123456789"]
         forward = { kind = "discard" }
     "#;
     let config = hookgate::config::parse(text, Path::new("bench.toml")).expect("config");
@@ -115,7 +120,13 @@ fn whole_request(c: &mut Criterion) {
         let gateway = hookgate::gateway::Gateway::build(&config, &backends, path).expect("gateway");
         hookgate::stack::build(&gateway)
     });
-    let verifier = Verifier::new(SchemeKind::Github, None, &[Secret::new("bench-secret")], Duration::ZERO).expect("v");
+    let verifier = Verifier::new(
+        SchemeKind::Github,
+        None,
+        &[Secret::new("bench-secret-0123456789")],
+        Duration::ZERO,
+    )
+    .expect("v");
     let body = body(1024);
     let peer = hookgate::peer::PeerAddr("203.0.113.7:40000".parse().expect("addr"));
     let mut n = 0u64;

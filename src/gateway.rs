@@ -164,7 +164,8 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("secrets", e))?;
     let verifier = Verifier::new(config.scheme, config.hmac.as_ref(), &secrets, config.tolerance)
-        .map_err(|e| ("secrets", e.to_string()))?;
+        .map_err(|e| ("secrets", e.to_string()))?
+        .with_replay_guard(config.replay_guard_on());
     // `None` only for `hmac` without `event_id`, which validation refuses.
     let event_id = Locator::new(config.event_id.as_ref(), config.scheme)
         .ok_or(("event_id", "this scheme has no default event id; set one".to_owned()))?;

@@ -155,6 +155,7 @@ pub async fn run(
         }
     }
     tracing::info!(grace = ?settings.grace, "shutting down: no new connections, draining in-flight requests");
+    let deadline = tokio::time::Instant::now() + settings.grace;
     health.set_draining();
     let _ = stop_tx.send(true);
     // Queue workers stop taking entries and finish what they hold, alongside the public drain.
@@ -163,6 +164,8 @@ pub async fn run(
         tracing::error!(error = %e, "the public listener task failed");
     }
     let _ = workers_done.await;
+    // Deliveries whose senders hung up are not connections, and are waited for apart.
+    dedup.finish_deliveries(deadline).await;
     // Requests cut at the end of the grace period released their claims in the background.
     dedup.flush(Duration::from_secs(2)).await;
     // Only now: the releases above may run on the cores. Stopping them joins their threads.

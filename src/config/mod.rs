@@ -181,6 +181,16 @@ impl Config {
                         .map_err(|msg| (key("allow_ips"), msg))?;
                 }
             }
+            if source.signs_timestamp() && source.tolerance >= self.dedup.ttl {
+                return Err((
+                    key("tolerance"),
+                    format!(
+                        "must be shorter than dedup.ttl ({:?}): an event still within its tolerance after \
+                         its id has expired could be replayed",
+                        self.dedup.ttl
+                    ),
+                ));
+            }
             if let ForwardConfig::Http { timeout, .. } = &source.forward
                 && *timeout >= self.dedup.lease
             {
@@ -232,6 +242,15 @@ impl SourceConfig {
                     return Err((
                         "hmac.signed_content",
                         "`{timestamp}` needs hmac.timestamp_header".into(),
+                    ));
+                }
+                if hmac.timestamp_header.is_some() && !hmac.signed_content.uses_timestamp() {
+                    return Err((
+                        "hmac.timestamp_header",
+                        "is set but hmac.signed_content does not sign `{timestamp}`: a tolerance on a \
+                         header the sender can change proves nothing; add `{timestamp}` to \
+                         hmac.signed_content, or remove hmac.timestamp_header"
+                            .into(),
                     ));
                 }
                 if self.event_id.is_none() {
@@ -300,12 +319,80 @@ mod tests {
         name = "gh"
         path = "/gh"
         scheme = "github"
-        secrets = ["s3cret"]
+        secrets = ["s3cret-s3cret-s3cret"]
         forward = { kind = "stdout" }
     "#;
 
     fn parse_str(text: &str) -> Result<Config, ConfigError> {
         parse(text, Path::new("test.toml"))
+    }
+
+    const HMAC: &str = r#"
+        [[source]]
+        name = "h"
+        path = "/h"
+        scheme = "hmac"
+        secrets = ["s3cret-s3cret-s3cret"]
+        event_id = "header:x-id"
+        hmac = { header = "x-sig", timestamp_header = "x-ts" }
+        forward = { kind = "stdout" }
+    "#;
+
+    /// A tolerance on a timestamp the signature does not cover proves nothing.
+    #[test]
+    fn an_unsigned_timestamp_header_is_refused_naming_both_keys() {
+        let err = parse_str(HMAC).expect_err("unsigned timestamp").to_string();
+        assert!(
+            err.contains("hmac.timestamp_header") && err.contains("hmac.signed_content"),
+            "{err}"
+        );
+        let signed = HMAC.replace(
+            "timestamp_header = \"x-ts\"",
+            "timestamp_header = \"x-ts\", signed_content = \"{timestamp}.{body}\"",
+        );
+        parse_str(&signed).expect("signed timestamp");
+    }
+
+    /// Past the dedup TTL, an event still within its tolerance could be replayed.
+    #[test]
+    fn a_tolerance_not_shorter_than_the_dedup_ttl_is_refused() {
+        let stripe = |tolerance: &str, ttl: &str| {
+            format!(
+                "[dedup]\nttl = \"{ttl}\"\n[[source]]\nname = \"s\"\npath = \"/s\"\nscheme = \"stripe\"\nsecrets = [\"whsec_s3cret-s3cret\"]\ntolerance = \"{tolerance}\"\nforward = {{ kind = \"stdout\" }}\n"
+            )
+        };
+        let err = parse_str(&stripe("24h", "24h")).expect_err("equal").to_string();
+        assert!(err.contains("tolerance") && err.contains("dedup.ttl"), "{err}");
+        parse_str(&stripe("23h", "24h")).expect("shorter");
+        // GitHub signs no timestamp: its tolerance is unused, and not checked.
+        parse_str(&MINIMAL.replace("scheme = \"github\"", "scheme = \"github\"\ntolerance = \"48h\"")).expect("unused");
+    }
+
+    #[test]
+    fn the_replay_guard_is_on_exactly_where_the_id_is_not_signed() {
+        let guard = |text: &str| parse_str(text).expect("valid").sources[0].replay_guard_on();
+        assert!(guard(MINIMAL), "github: the delivery id is a header");
+        assert!(!guard(&MINIMAL.replace(
+            "scheme = \"github\"",
+            "scheme = \"github\"\nevent_id = \"json:/id\""
+        )));
+        assert!(!guard(&MINIMAL.replace(
+            "scheme = \"github\"",
+            "scheme = \"github\"\nreplay_guard = \"off\""
+        )));
+        assert!(!guard(&MINIMAL.replace("scheme = \"github\"", "scheme = \"stripe\"")));
+        assert!(!guard(
+            &MINIMAL
+                .replace("scheme = \"github\"", "scheme = \"standard\"")
+                .replace("s3cret-s3cret-s3cret", "whsec_c2VjcmV0LWtleS1ieXRlcw==")
+        ));
+        assert!(guard(&MINIMAL.replace(
+            "scheme = \"github\"",
+            "scheme = \"stripe\"\nevent_id = \"header:x-id\""
+        )));
+        let err = parse_str(&MINIMAL.replace("scheme = \"github\"", "scheme = \"github\"\nreplay_guard = \"maybe\""))
+            .expect_err("bad value");
+        assert!(err.to_string().contains("replay_guard"), "{err}");
     }
 
     #[test]
@@ -334,7 +421,7 @@ mod tests {
 
     #[test]
     fn source_without_secret_does_not_load() {
-        let err = parse_str(&MINIMAL.replace("[\"s3cret\"]", "[]"))
+        let err = parse_str(&MINIMAL.replace("[\"s3cret-s3cret-s3cret\"]", "[]"))
             .expect_err("no secret")
             .to_string();
         assert!(err.contains("source[0] (\"gh\").secrets"), "{err}");
@@ -484,7 +571,7 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let config = parse_str(MINIMAL).expect("valid");
         let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("s3cret-s3cret-s3cret"), "{shown}");
         assert_eq!(format!("{:?}", Secret::new("x")), "[redacted]");
     }
 }

@@ -89,11 +89,57 @@ pub struct SourceConfig {
     /// Where the event id is: `header:NAME` or `json:/pointer`. Default: the scheme's own.
     #[serde(default)]
     pub event_id: Option<EventIdSpec>,
+    /// `signature`: also claim a key derived from the signed material, so that a signed request resent
+    /// under a fresh, unsigned event id is a `duplicate`. `off`: the id alone. Default: `signature` when the
+    /// event id is not covered by the signature (a header, except Standard Webhooks' signed `webhook-id`).
+    #[serde(default)]
+    pub replay_guard: Option<ReplayGuard>,
     /// Settings of the generic `hmac` scheme; required with `scheme = "hmac"`, refused otherwise.
     #[serde(default)]
     pub hmac: Option<HmacConfig>,
     /// Where accepted events go.
     pub forward: ForwardConfig,
+}
+
+/// `replay_guard`: what besides the event id is claimed in the dedup store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayGuard {
+    /// A hash of the signed material, claimed, committed and released with the id.
+    Signature,
+    /// The event id only.
+    Off,
+}
+
+impl SourceConfig {
+    /// Whether the event id is covered by the signature, so that a new id cannot be put on an old request.
+    pub fn id_is_signed(&self) -> bool {
+        match (&self.event_id, self.scheme) {
+            (Some(EventIdSpec::Json(_)), _) => true,
+            (None, SchemeKind::Stripe | SchemeKind::Slack | SchemeKind::Standard) => true,
+            (Some(EventIdSpec::Header(name)), SchemeKind::Standard) => {
+                name.as_str() == "webhook-id" || name.as_str() == "svix-id"
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the replay guard is on: as configured, else on exactly when the id is not signed.
+    pub fn replay_guard_on(&self) -> bool {
+        match self.replay_guard {
+            Some(guard) => guard == ReplayGuard::Signature,
+            None => !self.id_is_signed(),
+        }
+    }
+
+    /// Whether the scheme signs a timestamp, so that `tolerance` applies.
+    pub fn signs_timestamp(&self) -> bool {
+        match self.scheme {
+            SchemeKind::Stripe | SchemeKind::Slack | SchemeKind::Standard => true,
+            SchemeKind::Github | SchemeKind::Shopify => false,
+            SchemeKind::Hmac => self.hmac.as_ref().is_some_and(|h| h.signed_content.uses_timestamp()),
+        }
+    }
 }
 
 fn default_tolerance() -> Duration {

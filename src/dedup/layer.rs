@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::{Claim, ClaimResult, DedupStore};
 use crate::config::OnStoreError;
-use crate::verify::event_id::Event;
+use crate::verify::event_id::{Event, EventId};
 
 /// How long a sender is asked to wait when the dedup store is down.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -95,54 +95,121 @@ where
         Box::pin(async move {
             // Only a verified event reaches the store: an unauthenticated request can neither claim nor
             // probe an id.
-            let claim = match admit(&store, &source, &event).await? {
+            let claims = match admit(&store, &source, &event).await? {
                 Admission::Duplicate => return Ok(Duplicate.into()),
-                Admission::Deliver(claim) => claim,
+                Admission::Deliver(claims) => claims,
             };
-            let result = inner.call(event).await;
-            if let Some(claim) = claim {
-                settle(&store, &source, claim, result.is_ok()).await;
+            // Once claimed, the delivery and its commit or release run to the end in a task of their own,
+            // bounded by the handler's timeout, even when the sender hangs up: the application may already
+            // be doing the work, and the sender's retry must then find the id in flight or done, never
+            // released.
+            let delivery = store.clone().spawn_delivery(async move {
+                let result = inner.call(event).await;
+                for claim in claims.into_iter().flatten() {
+                    settle(&store, &source, claim, result.is_ok()).await;
+                }
+                result
+            });
+            match delivery.await {
+                Ok(Some(result)) => result,
+                // A panic below is the catch-panic layer's to answer.
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cut at shutdown: the claims were dropped, and so released.
+                Ok(None) | Err(_) => Err(DedupError::StoreUnavailable {
+                    retry_after: STORE_RETRY_AFTER,
+                }
+                .into()),
             }
-            result
         })
     }
 }
 
 /// What the claim decided.
 enum Admission {
-    /// Deliver, under this claim, or without dedup when the store is down and `on_store_error = "accept"`.
-    Deliver(Option<Claim>),
+    /// Deliver, under the id's claim and the replay guard's (each absent when the store is down and
+    /// `on_store_error = "accept"`, or when the guard is off).
+    Deliver([Option<Claim>; 2]),
     /// Delivered before: answer `200 duplicate` and forward nothing.
     Duplicate,
 }
 
+/// One key's claim: ours (or `None`, delivering without dedup), or delivered before.
+enum Step {
+    Claimed(Option<Claim>),
+    Duplicate,
+}
+
 async fn admit(store: &Arc<DedupStore>, source: &Arc<str>, event: &Event) -> Result<Admission, DedupError> {
-    match store.claim(source, &event.id).await {
-        Ok(ClaimResult::Claimed(claim)) => {
-            crate::metrics::dedup(source, "claimed");
-            Ok(Admission::Deliver(Some(claim)))
-        }
-        Ok(ClaimResult::Duplicate) => {
-            crate::metrics::dedup(source, "duplicate");
+    let id_claim = match claim(store, source, &event.id, false).await? {
+        Step::Claimed(claim) => claim,
+        Step::Duplicate => return Ok(Admission::Duplicate),
+    };
+    let Some(key) = event.verified.replay_key() else {
+        return Ok(Admission::Deliver([id_claim, None]));
+    };
+    // The replay guard: the same signed material under another id is the same event.
+    let guard_id = EventId::new(format!("replay:{}", hex::encode(key))).map_err(|_| DedupError::StoreUnavailable {
+        retry_after: STORE_RETRY_AFTER,
+    })?;
+    let guard = claim(store, source, &guard_id, true).await;
+    match guard {
+        Ok(Step::Claimed(guard_claim)) => Ok(Admission::Deliver([id_claim, guard_claim])),
+        Ok(Step::Duplicate) => {
+            if let Some(id_claim) = id_claim {
+                settle(store, source, id_claim, false).await;
+            }
             Ok(Admission::Duplicate)
         }
+        Err(error) => {
+            if let Some(id_claim) = id_claim {
+                settle(store, source, id_claim, false).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Claims one key: the event id, or the replay guard's (`guard`), whose results are counted apart
+/// (`replay_duplicate` is a replay stopped).
+async fn claim(store: &Arc<DedupStore>, source: &Arc<str>, id: &EventId, guard: bool) -> Result<Step, DedupError> {
+    let result = |name: &'static str| -> &'static str {
+        if !guard {
+            return name;
+        }
+        match name {
+            "claimed" => "replay_claimed",
+            "duplicate" => "replay_duplicate",
+            "in_flight" => "replay_in_flight",
+            "store_error_accepted" => "replay_store_error_accepted",
+            _ => "replay_store_error_rejected",
+        }
+    };
+    match store.claim(source, id).await {
+        Ok(ClaimResult::Claimed(claim)) => {
+            crate::metrics::dedup(source, result("claimed"));
+            Ok(Step::Claimed(Some(claim)))
+        }
+        Ok(ClaimResult::Duplicate) => {
+            crate::metrics::dedup(source, result("duplicate"));
+            Ok(Step::Duplicate)
+        }
         Ok(ClaimResult::InFlight { retry_after }) => {
-            crate::metrics::dedup(source, "in_flight");
+            crate::metrics::dedup(source, result("in_flight"));
             Err(DedupError::InFlight { retry_after })
         }
         Err(error) => {
             let accept = store.on_error() == OnStoreError::Accept;
-            let (result, action) = if accept {
+            let (outcome, action) = if accept {
                 ("store_error_accepted", "forwarding without dedup")
             } else {
                 ("store_error_rejected", "answering 503")
             };
-            crate::metrics::dedup(source, result);
+            crate::metrics::dedup(source, result(outcome));
             if store.should_warn() {
                 tracing::warn!(%source, store = store.kind(), %error, "dedup store unavailable; {action}");
             }
             if accept {
-                Ok(Admission::Deliver(None))
+                Ok(Step::Claimed(None))
             } else {
                 Err(DedupError::StoreUnavailable {
                     retry_after: STORE_RETRY_AFTER,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{DedupConfig, OnStoreError, StoreKind};
@@ -50,7 +51,6 @@ pub enum ClaimResult {
     /// The id was delivered already.
     Duplicate,
     /// Another request holds the id now; try again after `retry_after`.
-    /// Another request holds the claim; the sender should retry after the lease.
     InFlight {
         /// How long the current claim's lease has left.
         retry_after: Duration,
@@ -82,6 +82,10 @@ pub struct DedupStore {
     on_error: OnStoreError,
     /// Releases started by dropped claims, so that shutdown can wait for them.
     releases: TaskTracker,
+    /// Deliveries under a claim, which run to the end whether or not their sender waits.
+    deliveries: TaskTracker,
+    /// Cancelled when shutdown cuts the deliveries still running: their claims are dropped, so released.
+    cut: CancellationToken,
     warn_throttle: Throttle,
 }
 
@@ -105,6 +109,8 @@ impl DedupStore {
             timeout: config.timeout,
             on_error: config.on_store_error,
             releases: TaskTracker::new(),
+            deliveries: TaskTracker::new(),
+            cut: CancellationToken::new(),
             warn_throttle: Throttle::default(),
         }))
     }
@@ -157,6 +163,36 @@ impl DedupStore {
         match &self.backend {
             Backend::Memory(_) => Ok(()),
             Backend::Redis(r) => self.call("ping", r.ping()).await,
+        }
+    }
+
+    /// Runs a claimed event's delivery (and its commit or release) in a task of its own, so that it ends
+    /// the same whether or not the sender still waits. `None` when shutdown cut it.
+    pub(crate) fn spawn_delivery<F>(&self, delivery: F) -> tokio::task::JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let cut = self.cut.clone();
+        self.deliveries.spawn(async move {
+            tokio::select! {
+                output = delivery => Some(output),
+                () = cut.cancelled() => None,
+            }
+        })
+    }
+
+    /// Waits until `deadline` for the deliveries still running (their senders may have gone), then cuts
+    /// the rest: their claims are dropped, and so released.
+    pub async fn finish_deliveries(&self, deadline: tokio::time::Instant) {
+        self.deliveries.close();
+        if tokio::time::timeout_at(deadline, self.deliveries.wait()).await.is_err() {
+            tracing::warn!(
+                running = self.deliveries.len(),
+                "grace period over; cutting the deliveries still running"
+            );
+            self.cut.cancel();
+            self.deliveries.wait().await;
         }
     }
 

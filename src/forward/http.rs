@@ -80,7 +80,17 @@ impl HttpHandler {
         let headers = request.headers_mut();
         // Only the resolved client goes on: entries to its left came from the sender and could be forged.
         if let Ok(client) = HeaderValue::from_str(outgoing.client_ip) {
-            headers.insert(FORWARDED_FOR, client);
+            headers.insert(FORWARDED_FOR, client.clone());
+            headers.insert(REAL_IP, client);
+        }
+        // RFC 7239: an IPv6 address is quoted, in brackets.
+        let forwarded = if outgoing.client_ip.contains(':') {
+            format!("for=\"[{}]\"", outgoing.client_ip)
+        } else {
+            format!("for={}", outgoing.client_ip)
+        };
+        if let Ok(forwarded) = HeaderValue::from_str(&forwarded) {
+            headers.insert(http::header::FORWARDED, forwarded);
         }
         headers.insert(
             SOURCE_HEADER,
@@ -104,6 +114,8 @@ pub(crate) struct Outgoing<'a> {
     /// The queue's delivery attempt, counted from 1; `None` for synchronous delivery.
     pub attempt: Option<u32>,
 }
+
+const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The queue's delivery attempt, counted from 1.
 pub const ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-hookgate-attempt");

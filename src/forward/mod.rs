@@ -109,6 +109,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
+/// Headers about the client and the request's way here: a sender could forge each, so none passes on as
+/// sent. The gateway sets `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the client IP it resolved.
+pub(crate) const FORWARDING_HEADERS: [HeaderName; 6] = [
+    FORWARDED_FOR,
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+];
+
 /// The end-to-end headers of the original request, without hop-by-hop ones nor those the `Connection`
 /// header names, nor the gateway's own headers (which a sender must not be able to forge).
 pub(crate) fn end_to_end_headers(original: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
@@ -122,7 +133,7 @@ pub(crate) fn end_to_end_headers(original: &HeaderMap) -> impl Iterator<Item = (
     original.iter().filter(move |(name, _)| {
         !is_hop_by_hop(name)
             && !name.as_str().starts_with("x-hookgate-")
-            && *name != FORWARDED_FOR
+            && !FORWARDING_HEADERS.contains(name)
             && *name != REQUEST_ID_HEADER
             && !listed.iter().any(|token| token == name.as_str())
     })

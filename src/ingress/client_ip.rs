@@ -1,12 +1,13 @@
 //! Step 1, the client IP. Never rejects. The TCP peer is the client unless it is a trusted proxy; only
 //! then is the forwarding header read: `X-Forwarded-For` (the default) or RFC 7239 `Forwarded`, right to
 //! left, skipping trusted hops, the first untrusted address being the client; or `X-Real-IP`, a single
-//! address set by the proxy. A malformed header falls back to the peer: anyone can send one.
+//! address set by the proxy. An entry that cannot be read where the client should be is
+//! [`UNKNOWN_CLIENT`]: never the proxy's own address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderName, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
@@ -42,53 +43,63 @@ impl Resolver {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client IP of a request from `peer` with these headers.
+    /// The client IP of a request from `peer` with these headers. From a trusted proxy, an entry that
+    /// cannot be read where the client should be resolves to [`UNKNOWN_CLIENT`], never to the proxy: a
+    /// sender must not be able to become the proxy by spoiling the header.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusted(peer) {
             return peer;
         }
-        // Header lines are concatenated in order, so the rightmost entry is the nearest hop. An entry that
-        // is not an address (or a line that is not text) is `None`: the whole header is then ignored.
-        let lines = |name| headers.get_all(name).iter().map(|v| v.to_str().ok());
-        let hops: Vec<Option<IpAddr>> = match self.header {
+        let mut client = peer;
+        match self.header {
             ClientIpHeader::XRealIp => {
-                let mut values = lines(REAL_IP);
+                let mut values = headers.get_all(REAL_IP).iter();
                 return match (values.next(), values.next()) {
-                    (Some(Some(value)), None) => parse_entry(value.trim()).map_or(peer, |ip| ip.to_canonical()),
-                    _ => peer,
+                    (None, _) => peer,
+                    (Some(value), None) => parse_entry(value.as_bytes()).map_or(UNKNOWN_CLIENT, |ip| ip.to_canonical()),
+                    // Two lines: one of them was not set by the proxy.
+                    (Some(_), Some(_)) => UNKNOWN_CLIENT,
                 };
             }
-            ClientIpHeader::XForwardedFor => lines(FORWARDED_FOR)
-                .flat_map(|line| match line {
-                    Some(line) => line.split(',').map(|e| parse_entry(e.trim())).collect(),
-                    None => vec![None],
-                })
-                .collect(),
-            ClientIpHeader::Forwarded => lines(header::FORWARDED)
-                .flat_map(|line| match line {
-                    Some(line) => line.split(',').map(forwarded_for).collect(),
-                    None => vec![None],
-                })
-                .collect(),
-        };
-        let mut client = peer;
-        for hop in hops.into_iter().rev() {
-            let Some(ip) = hop else {
-                return peer;
-            };
-            client = ip.to_canonical();
-            if !self.trusted(client) {
-                return client;
+            ClientIpHeader::XForwardedFor | ClientIpHeader::Forwarded => {
+                let (name, read): (HeaderName, ReadEntry) = match self.header {
+                    ClientIpHeader::Forwarded => (header::FORWARDED, forwarded_for),
+                    _ => (FORWARDED_FOR, parse_entry),
+                };
+                // Header lines are concatenated in order, so the rightmost entry is the nearest hop. Each
+                // entry is read on its own, from raw bytes: a bad byte spoils only its own entry.
+                let lines: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
+                for line in lines.iter().rev() {
+                    for entry in line.rsplit(|b| *b == b',') {
+                        let Some(ip) = read(entry) else {
+                            return UNKNOWN_CLIENT;
+                        };
+                        client = ip.to_canonical();
+                        if !self.trusted(client) {
+                            return client;
+                        }
+                    }
+                }
             }
         }
-        // Every hop was trusted: the leftmost is the best we know.
+        // Every hop was trusted (or there was none): the leftmost is the best we know.
         client
     }
 }
 
-/// An address, optionally with a port or in brackets: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`.
-fn parse_entry(entry: &str) -> Option<IpAddr> {
+/// Reads one entry of a forwarding header.
+type ReadEntry = fn(&[u8]) -> Option<IpAddr>;
+
+/// The client of a request whose forwarding header, from a trusted proxy, could not be read where the
+/// client should be: the unspecified address `::`. No allowlist of real ranges contains it, and all such
+/// requests share one rate-limit bucket.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// An address, optionally with a port or in brackets, with spaces around: `1.2.3.4`, `1.2.3.4:80`,
+/// `[::1]`, `[::1]:80`. Anything that is not ASCII is not an address.
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim_matches([' ', '\t']);
     entry
         .parse::<IpAddr>()
         .ok()
@@ -98,11 +109,12 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 
 /// The `for=` address of one RFC 7239 element, such as `for="[2001:db8::17]:4711";proto=https`.
 /// Obfuscated (`_hidden`) and `unknown` nodes are not addresses.
-fn forwarded_for(element: &str) -> Option<IpAddr> {
+fn forwarded_for(element: &[u8]) -> Option<IpAddr> {
+    let element = std::str::from_utf8(element).ok()?;
     element.split(';').find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
         name.eq_ignore_ascii_case("for")
-            .then(|| parse_entry(value.trim().trim_matches('"')))?
+            .then(|| parse_entry(value.trim().trim_matches('"').as_bytes()))?
     })
 }
 
@@ -161,8 +173,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
     fn resolve_with(kind: ClientIpHeader, name: HeaderName, trusted: &[&str], peer: &str, values: &[&str]) -> String {
@@ -198,8 +208,16 @@ mod tests {
             fwd("10.0.0.1", &["For=192.0.2.43, for=10.9.9.9;by=10.0.0.1"]),
             "192.0.2.43"
         );
-        assert_eq!(fwd("10.0.0.1", &["for=_hidden"]), "10.0.0.1", "obfuscated: the peer");
-        assert_eq!(fwd("10.0.0.1", &["proto=https"]), "10.0.0.1", "no for=: the peer");
+        assert_eq!(
+            fwd("10.0.0.1", &["for=_hidden"]),
+            "::",
+            "obfuscated: unknown, never the proxy"
+        );
+        assert_eq!(
+            fwd("10.0.0.1", &["proto=https"]),
+            "::",
+            "no for=: unknown, never the proxy"
+        );
         assert_eq!(
             fwd("203.0.113.9", &["for=198.51.100.7"]),
             "203.0.113.9",
@@ -213,14 +231,10 @@ mod tests {
             |peer: &str, values: &[&str]| resolve_with(ClientIpHeader::XRealIp, REAL_IP, &["10.0.0.0/8"], peer, values);
         assert_eq!(real("10.0.0.1", &["198.51.100.7"]), "198.51.100.7");
         assert_eq!(real("203.0.113.9", &["198.51.100.7"]), "203.0.113.9", "untrusted peer");
-        assert_eq!(
-            real("10.0.0.1", &["1.2.3.4, 5.6.7.8"]),
-            "10.0.0.1",
-            "a list is malformed"
-        );
+        assert_eq!(real("10.0.0.1", &["1.2.3.4, 5.6.7.8"]), "::", "a list is malformed");
         assert_eq!(
             real("10.0.0.1", &["1.2.3.4", "5.6.7.8"]),
-            "10.0.0.1",
+            "::",
             "two headers are malformed"
         );
     }
@@ -255,11 +269,33 @@ mod tests {
     }
 
     #[test]
-    fn malformed_entries_fall_back_to_the_peer() {
-        assert_eq!(resolve(&["10.0.0.0/8"], "10.1.1.1", &["not-an-ip"]), "10.1.1.1");
+    fn a_malformed_entry_where_the_client_should_be_is_unknown_never_the_proxy() {
+        assert_eq!(resolve(&["10.0.0.0/8"], "10.1.1.1", &["not-an-ip"]), "::");
+        assert_eq!(resolve(&["10.0.0.0/8"], "10.1.1.1", &["1.2.3.4, , 10.2.2.2"]), "::");
+    }
+
+    /// One byte that is not text, from the sender's part of the header, spoiled the whole header and the
+    /// client became the proxy: now each entry is read alone.
+    #[test]
+    fn a_bad_byte_spoils_only_its_own_entry() {
+        let resolver = Resolver::new(vec!["10.0.0.0/8".parse().expect("cidr")], ClientIpHeader::XForwardedFor);
+        let with = |raw: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                FORWARDED_FOR,
+                HeaderValue::from_bytes(raw).expect("obs-text is a valid value"),
+            );
+            resolver.resolve("10.0.0.1".parse().expect("ip"), &headers).to_string()
+        };
         assert_eq!(
-            resolve(&["10.0.0.0/8"], "10.1.1.1", &["1.2.3.4, , 10.2.2.2"]),
-            "10.1.1.1"
+            with(b"6.6.6.6\xff, 198.51.100.7"),
+            "198.51.100.7",
+            "left of the client: never read"
+        );
+        assert_eq!(
+            with(b"198.51.100.7\xff, 10.2.2.2"),
+            "::",
+            "the client's own entry: unknown"
         );
     }
 
@@ -288,7 +324,7 @@ mod tests {
                 (ClientIpHeader::XRealIp, REAL_IP),
             ] {
                 let got = resolve_with(kind, name, &["10.0.0.0/8"], "10.0.0.1", &[value.as_str()]);
-                proptest::prop_assert!(got == "10.0.0.1" || value.contains(got.as_str()) || got.parse::<IpAddr>().is_ok());
+                proptest::prop_assert!(got == "10.0.0.1" || got == "::" || value.contains(got.as_str()) || got.parse::<IpAddr>().is_ok());
             }
         }
     }

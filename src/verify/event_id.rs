@@ -86,7 +86,12 @@ impl Locator {
             None => match scheme {
                 SchemeKind::Stripe => EventIdSpec::Json("/id".to_owned()),
                 SchemeKind::Github => EventIdSpec::Header(super::github::DELIVERY),
-                SchemeKind::Shopify => EventIdSpec::Header(super::shopify::WEBHOOK_ID),
+                SchemeKind::Shopify => {
+                    return Some(Locator::Header(
+                        super::shopify::WEBHOOK_ID,
+                        Some(super::shopify::EVENTS_WEBHOOK_ID),
+                    ));
+                }
                 SchemeKind::Slack => EventIdSpec::Json("/event_id".to_owned()),
                 SchemeKind::Standard => {
                     return Some(Locator::Header(super::standard::ID, Some(super::standard::SVIX_ID)));

@@ -21,11 +21,12 @@ use crate::config::{HmacAlgorithm, HmacConfig, SchemeKind, Secret, SourceConfig}
 
 /// Every built-in scheme's signature headers, and the credentials a sender may send: marked sensitive
 /// before any tracing layer, so that a logged header map never shows them.
-pub const SIGNATURE_HEADERS: [HeaderName; 10] = [
+pub const SIGNATURE_HEADERS: [HeaderName; 11] = [
     stripe::SIGNATURE,
     github::SIGNATURE,
     HeaderName::from_static("x-hub-signature"),
     shopify::SIGNATURE,
+    shopify::EVENTS_SIGNATURE,
     slack::SIGNATURE,
     standard::SIGNATURE,
     HeaderName::from_static("svix-signature"),
@@ -40,6 +41,19 @@ pub fn sensitive_headers(sources: &[SourceConfig]) -> std::sync::Arc<[HeaderName
     let configured = sources.iter().filter_map(|s| s.hmac.as_ref()).map(|h| h.header.clone());
     SIGNATURE_HEADERS.iter().cloned().chain(configured).collect()
 }
+
+/// The most signature candidates one request may offer: more is `malformed_header`. Senders send one per
+/// active secret (two during a rotation); the cap bounds what one request costs to `keys x 8` MACs.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// The longest signature, timestamp or id header a scheme reads: longer is `malformed_header`, before
+/// any decoding or MAC.
+pub const MAX_HEADER_BYTES: usize = 1024;
+
+/// The shortest key accepted, after decoding (a `whsec_` Standard Webhooks secret is base64). Stripe,
+/// Shopify, Slack and Standard Webhooks issue 24 to 32 random bytes or more; GitHub and `hmac` secrets are
+/// the operator's choice, and 16 bytes is the floor for those too.
+pub const MIN_KEY_BYTES: usize = 16;
 
 /// Why a signature was refused. Each variant is a `reason` label in metrics and a debug log line; the
 /// sender only ever sees `bad_signature`.
@@ -113,6 +127,7 @@ pub struct Verified {
     body: Bytes,
     /// What the stages before verification learned (the client's address, say); never signed.
     extensions: http::Extensions,
+    replay_key: Option<[u8; 32]>,
 }
 
 impl Verified {
@@ -129,6 +144,12 @@ impl Verified {
     /// The exact bytes that were signed.
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// With the replay guard on: the SHA-256 of exactly what the matching signature covered. A resend of
+    /// this request, whatever unsigned headers it changes, has the same key.
+    pub fn replay_key(&self) -> Option<&[u8; 32]> {
+        self.replay_key.as_ref()
     }
 }
 
@@ -199,6 +220,7 @@ pub struct Verifier {
     scheme: Scheme,
     keys: Vec<MacKey>,
     tolerance: Duration,
+    replay_guard: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -240,6 +262,13 @@ impl Verifier {
                     _ => Ok(secret.expose().as_bytes().to_vec()),
                 };
                 bytes
+                    .and_then(|b| {
+                        if b.len() < MIN_KEY_BYTES {
+                            Err("shorter than 16 bytes: too easy to guess (every supported provider issues longer ones)")
+                        } else {
+                            Ok(b)
+                        }
+                    })
                     .and_then(|b| MacKey::new(algorithm, &b))
                     .map_err(|reason| KeyError::Unusable { index: i, reason })
             })
@@ -248,7 +277,14 @@ impl Verifier {
             scheme,
             keys,
             tolerance,
+            replay_guard: false,
         })
+    }
+
+    /// With `on`, each verified request carries its [`Verified::replay_key`].
+    pub fn with_replay_guard(mut self, on: bool) -> Self {
+        self.replay_guard = on;
+        self
     }
 
     /// Checks the request against every secret. `now` is the current Unix time in seconds.
@@ -259,6 +295,8 @@ impl Verifier {
             body: &body,
             now,
             tolerance: self.tolerance,
+            replay_guard: self.replay_guard,
+            signed_digest: std::cell::Cell::new(None),
         };
         match &self.scheme {
             Scheme::Stripe => stripe::verify(&check),
@@ -268,10 +306,12 @@ impl Verifier {
             Scheme::Standard => standard::verify(&check),
             Scheme::Hmac(generic) => generic.verify(&check),
         }?;
+        let replay_key = check.signed_digest.get();
         Ok(Verified {
             headers,
             body,
             extensions: http::Extensions::new(),
+            replay_key,
         })
     }
 
@@ -299,6 +339,9 @@ pub(crate) struct Check<'a> {
     body: &'a [u8],
     now: i64,
     tolerance: Duration,
+    replay_guard: bool,
+    /// Set by a successful [`Check::matches`] when the replay guard is on.
+    signed_digest: std::cell::Cell<Option<[u8; 32]>>,
 }
 
 impl Check<'_> {
@@ -308,6 +351,9 @@ impl Check<'_> {
             .headers
             .get(name)
             .ok_or_else(|| VerifyError::MissingHeader(name.clone()))?;
+        if value.len() > MAX_HEADER_BYTES {
+            return Err(VerifyError::MalformedHeader(name.clone()));
+        }
         value
             .to_str()
             .map(str::trim)
@@ -337,6 +383,14 @@ impl Check<'_> {
     /// Succeeds when any secret's MAC over `parts` equals any candidate signature.
     fn matches(&self, parts: &[&[u8]], candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
         if self.keys.iter().any(|key| key.matches_any(parts, candidates)) {
+            if self.replay_guard {
+                use sha2::Digest;
+                let mut hash = sha2::Sha256::new();
+                for part in parts {
+                    hash.update(part);
+                }
+                self.signed_digest.set(Some(hash.finalize().into()));
+            }
             Ok(())
         } else {
             Err(VerifyError::Mismatch)
@@ -425,7 +479,7 @@ mod tests {
             let secret = if kind == SchemeKind::Standard {
                 "whsec_c2VjcmV0LWtleS1ieXRlcw=="
             } else {
-                "s3cret"
+                "s3cret-s3cret-s3cret"
             };
             let v = verifier(kind, &[secret]);
             let body = br#"{"id":"evt_1","event_id":"ev1"}"#;
@@ -435,19 +489,40 @@ mod tests {
             let tampered = v.verify(headers.clone(), Bytes::from_static(b"{\"id\":\"evt_2\"}"), NOW);
             assert_eq!(tampered.expect_err("tampered").reason(), "mismatch", "{kind:?}");
             let other = if kind == SchemeKind::Standard {
-                "whsec_b3RoZXI="
+                "whsec_b3RoZXItb3RoZXItb3RoZXI="
             } else {
-                "other"
+                "other-other-other-other"
             };
             let wrong = verifier(kind, &[other]).verify(headers, Bytes::from_static(body), NOW);
             assert_eq!(wrong.expect_err("wrong secret").reason(), "mismatch", "{kind:?}");
         }
     }
 
+    /// `whsec_` alone decoded to an empty key, with which anyone could sign.
+    #[test]
+    fn keys_shorter_than_16_bytes_are_refused() {
+        for (kind, secret) in [
+            (SchemeKind::Standard, "whsec_"),
+            (SchemeKind::Standard, "whsec_c2hvcnQ="),
+            (SchemeKind::Github, ""),
+            (SchemeKind::Github, "fifteen-bytes!!"),
+        ] {
+            let err = Verifier::new(kind, None, &[Secret::new(secret)], Duration::ZERO).expect_err(secret);
+            assert!(matches!(err, KeyError::Unusable { index: 0, .. }), "{secret:?}: {err}");
+        }
+        Verifier::new(
+            SchemeKind::Github,
+            None,
+            &[Secret::new("sixteen-bytes!!!")],
+            Duration::ZERO,
+        )
+        .expect("16 bytes is enough");
+    }
+
     #[test]
     fn rotation_accepts_any_active_secret() {
-        let old = verifier(SchemeKind::Github, &["old"]);
-        let rotated = verifier(SchemeKind::Github, &["new", "old"]);
+        let old = verifier(SchemeKind::Github, &["old-secret-0000000"]);
+        let rotated = verifier(SchemeKind::Github, &["new-secret-0000000", "old-secret-0000000"]);
         let headers = signed(&old, b"{}", "d1", NOW);
         rotated
             .verify(headers, Bytes::from_static(b"{}"), NOW)
@@ -456,7 +531,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_checked_at_the_boundaries_both_ways() {
-        let v = verifier(SchemeKind::Slack, &["s"]);
+        let v = verifier(SchemeKind::Slack, &["slack-test-secret-1"]);
         let body = b"x";
         let at = |ts: i64| v.verify(signed(&v, body, "", ts), Bytes::from_static(body), NOW);
         at(NOW - 300).expect("exactly the tolerance old");
@@ -467,7 +542,7 @@ mod tests {
 
     #[test]
     fn tolerance_has_no_cap() {
-        let secrets = [Secret::new("s")];
+        let secrets = [Secret::new("stripe-test-secret-1")];
         let week = Duration::from_secs(7 * 86_400);
         let v = Verifier::new(SchemeKind::Stripe, None, &secrets, week).expect("verifier");
         let old = NOW - 6 * 86_400;
@@ -485,7 +560,7 @@ mod tests {
             let value = http::HeaderValue::from_bytes(value.as_bytes())
                 .unwrap_or_else(|_| http::HeaderValue::from_static("x"));
             for kind in SchemeKind::ALL.into_iter().filter(|k| *k != SchemeKind::Hmac) {
-                let secret = if kind == SchemeKind::Standard { "whsec_c2VjcmV0" } else { "s" };
+                let secret = if kind == SchemeKind::Standard { "whsec_c2VjcmV0LWtleS1ieXRlcw==" } else { "proptest-secret-0001" };
                 let v = verifier(kind, &[secret]);
                 let mut headers = HeaderMap::new();
                 for name in ["stripe-signature", "x-hub-signature-256", "x-shopify-hmac-sha256",

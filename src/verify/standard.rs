@@ -4,7 +4,7 @@
 
 use http::HeaderName;
 
-use super::{Check, MacKey, VerifyError, decode_base64, encode_base64};
+use super::{Check, MAX_CANDIDATES, MacKey, VerifyError, decode_base64, encode_base64};
 
 /// The message id, signed.
 pub const ID: HeaderName = HeaderName::from_static("webhook-id");
@@ -51,7 +51,7 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
             candidates.push(decode_base64(&sig_name, sig)?);
         }
     }
-    if candidates.is_empty() {
+    if candidates.is_empty() || candidates.len() > MAX_CANDIDATES {
         return Err(VerifyError::MalformedHeader(sig_name));
     }
     check.timestamp(&ts_name, timestamp)?;
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(check("webhook", "v2,AAAA", SECRET), Err("malformed_header"));
         assert_eq!(check("webhook", "v1,***", SECRET), Err("bad_encoding"));
         assert_eq!(check("webhook", "v1,AAAA", SECRET), Err("mismatch"));
-        assert_eq!(check("webhook", SIG, "whsec_b3RoZXI="), Err("mismatch"));
+        assert_eq!(check("webhook", SIG, "whsec_b3RoZXItb3RoZXItb3RoZXI="), Err("mismatch"));
     }
 
     #[test]

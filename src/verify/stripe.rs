@@ -4,7 +4,7 @@
 
 use http::HeaderName;
 
-use super::{Check, MacKey, VerifyError, decode_hex};
+use super::{Check, MAX_CANDIDATES, MacKey, VerifyError, decode_hex};
 
 /// `t=…,v1=…[,v1=…]`.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
@@ -13,18 +13,28 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
     let header = check.header(&SIGNATURE)?;
     let malformed = || VerifyError::MalformedHeader(SIGNATURE);
     let mut timestamp = None;
+    let mut entries = 0;
     let mut candidates = Vec::new();
     for item in header.split(',') {
         let (key, value) = item.trim().split_once('=').ok_or_else(malformed)?;
         match key {
             "t" if timestamp.is_none() => timestamp = Some(value),
-            "v1" => candidates.push(decode_hex(&SIGNATURE, value)?),
+            "v1" => {
+                entries += 1;
+                // As Stripe's SDKs do: an entry that is not hex matches nothing, and the others still count.
+                if let Ok(candidate) = decode_hex(&SIGNATURE, value) {
+                    candidates.push(candidate);
+                }
+            }
             _ => {}
         }
     }
     let timestamp = timestamp.ok_or_else(malformed)?;
-    if candidates.is_empty() {
+    if entries == 0 || entries > MAX_CANDIDATES {
         return Err(malformed());
+    }
+    if candidates.is_empty() {
+        return Err(VerifyError::BadEncoding(SIGNATURE, "hex"));
     }
     check.timestamp(&SIGNATURE, timestamp)?;
     check.matches(&[timestamp.as_bytes(), b".", check.body], &candidates)
@@ -66,6 +76,25 @@ mod tests {
     fn one_matching_v1_among_several_is_enough() {
         let wrong = "0".repeat(64);
         check(&format!("t=1700000000,v1={wrong},v0=abc,v1={SIG}")).expect("second v1 matches");
+    }
+
+    // stripe-python `test_header_contains_valid_signature` and stripe-node "at least one valid
+    // signature": an entry that is not hex is skipped, wherever the valid one stands.
+    #[test]
+    fn a_malformed_v1_entry_does_not_hide_a_valid_one() {
+        check(&format!("t=1700000000,v1={SIG},v1=bad_signature")).expect("valid first");
+        check(&format!("t=1700000000,v1=bad_signature,v1={SIG}")).expect("valid last");
+        assert_eq!(check("t=1700000000,v1=bad_signature"), Err("bad_encoding"));
+    }
+
+    #[test]
+    fn more_than_eight_candidates_is_malformed() {
+        let wrong = "0".repeat(64);
+        let many = std::iter::repeat_n(format!("v1={wrong}"), 8)
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(check(&format!("t=1700000000,{many}")), Err("mismatch"));
+        assert_eq!(check(&format!("t=1700000000,{many},v1={SIG}")), Err("malformed_header"));
     }
 
     #[test]

@@ -122,24 +122,37 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
 #[tokio::test]
 async fn sign_prints_the_headers_of_every_scheme() {
     let cases: [(&[&str], &[&str]); 6] = [
-        (&["--scheme", "stripe", "--secret", "whsec_x"], &["stripe-signature"]),
         (
-            &["--scheme", "github", "--secret", "x"],
+            &["--scheme", "stripe", "--secret", "whsec_sign-test-secret-01"],
+            &["stripe-signature"],
+        ),
+        (
+            &["--scheme", "github", "--secret", "sign-test-secret-01"],
             &["x-hub-signature-256", "x-github-delivery"],
         ),
         (
-            &["--scheme", "shopify", "--secret", "x"],
+            &["--scheme", "shopify", "--secret", "sign-test-secret-01"],
             &["x-shopify-hmac-sha256", "x-shopify-webhook-id"],
         ),
         (
-            &["--scheme", "slack", "--secret", "x"],
+            &["--scheme", "slack", "--secret", "sign-test-secret-01"],
             &["x-slack-signature", "x-slack-request-timestamp"],
         ),
         (
-            &["--scheme", "standard", "--secret", "whsec_c2VjcmV0"],
+            &["--scheme", "standard", "--secret", "whsec_c2VjcmV0LWtleS1ieXRlcw=="],
             &["webhook-id", "webhook-timestamp", "webhook-signature"],
         ),
-        (&["--scheme", "hmac", "--secret", "x", "--header", "x-sig"], &["x-sig"]),
+        (
+            &[
+                "--scheme",
+                "hmac",
+                "--secret",
+                "sign-test-secret-01",
+                "--header",
+                "x-sig",
+            ],
+            &["x-sig"],
+        ),
     ];
     for (args, expected) in cases {
         let headers = run_sign(args, b"{}").await;
@@ -243,7 +256,8 @@ async fn hookgate_redis_url_overrides_the_config_file() {
         .post(&url, headers, body.to_vec())
         .await
         .assert(200, "duplicate");
-    assert_eq!(redis.cli(&["dbsize"]), "1");
+    // The delivery id, and the replay guard's key (GitHub signs the body only).
+    assert_eq!(redis.cli(&["dbsize"]), "2");
 }
 
 #[tokio::test]

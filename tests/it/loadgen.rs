@@ -13,7 +13,7 @@ async fn loadgen(gateway: &TestGateway, args: &[&str]) -> serde_json::Value {
             "--url",
             &gateway.url("/github"),
             "--secret",
-            "gh-secret",
+            "gh-secret-for-tests-0001",
             "--scheme",
             "github",
             "--json",

@@ -52,6 +52,7 @@ mod alloc {
     static COUNTING: Counting = Counting;
 }
 
+mod attacks;
 mod binary;
 mod config_files;
 mod dedup;

@@ -107,7 +107,7 @@ admin_listen = "127.0.0.1:0"
 name = "reloadgh"
 path = "/github"
 scheme = "github"
-secrets = ["gh-secret"]
+secrets = ["gh-secret-for-tests-0001"]
 forward = { kind = "http", url = "DOWNSTREAM/github", timeout = "2s" }
 "#;
 
@@ -116,7 +116,7 @@ const SECOND_SOURCE: &str = r#"
 name = "reloadshop"
 path = "/shopify"
 scheme = "shopify"
-secrets = ["shpss_secret"]
+secrets = ["shpss_secret_for_tests_01"]
 forward = { kind = "http", url = "DOWNSTREAM/shopify", timeout = "2s" }
 "#;
 
@@ -333,9 +333,10 @@ async fn sigterm_during_load_completes_in_flight_requests_and_leaves_no_claim_in
         request.await.expect("task").assert(200, "forwarded");
     }
     stopping.await.expect("join").expect("clean shutdown");
-    // Every claim was committed: 20 done ids, each holding the done marker, none in flight.
+    // Every claim was committed: 20 done ids and their 20 replay-guard keys, each holding the done marker,
+    // none in flight.
     let keys = redis.keys_with_pttl();
-    assert_eq!(keys.len(), 20);
+    assert_eq!(keys.len(), 40);
     for (key, _) in keys {
         let value: Vec<u8> = redis.command("GET", &[&key]);
         assert_eq!(value, b"1");

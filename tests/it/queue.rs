@@ -155,7 +155,7 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
     );
     // The CLI sees the same dead letter.
     let cli_config = format!(
-        "[dedup]\nstore = \"redis\"\nredis_url = \"{}\"\n[[source]]\nname = \"qdead\"\npath = \"/github\"\nscheme = \"github\"\nsecrets = [\"x\"]\nforward = {{ kind = \"queue\", url = \"{}/github\" }}\n",
+        "[dedup]\nstore = \"redis\"\nredis_url = \"{}\"\n[[source]]\nname = \"qdead\"\npath = \"/github\"\nscheme = \"github\"\nsecrets = [\"cli-secret-0123456789\"]\nforward = {{ kind = \"queue\", url = \"{}/github\" }}\n",
         redis.url(),
         downstream.url("")
     );
@@ -389,7 +389,7 @@ redis_url = "{}"
 name = "qcrash"
 path = "/github"
 scheme = "github"
-secrets = ["gh-secret"]
+secrets = ["gh-secret-for-tests-0001"]
 [source.forward]
 kind = "queue"
 url = "http://127.0.0.1:{downstream_port}/github"

@@ -29,14 +29,14 @@ pub fn test_config(downstream: &str) -> Config {
         name = "github"
         path = "/github"
         scheme = "github"
-        secrets = ["gh-secret"]
+        secrets = ["gh-secret-for-tests-0001"]
         forward = {{ kind = "http", url = "{downstream}/github", timeout = "2s" }}
 
         [[source]]
         name = "shopify"
         path = "/shopify"
         scheme = "shopify"
-        secrets = ["shpss_secret"]
+        secrets = ["shpss_secret_for_tests_01"]
         forward = {{ kind = "http", url = "{downstream}/shopify", timeout = "2s" }}
 
         [[source]]
@@ -57,7 +57,7 @@ pub fn test_config(downstream: &str) -> Config {
         name = "hmac"
         path = "/hmac"
         scheme = "hmac"
-        secrets = ["generic-secret"]
+        secrets = ["generic-secret-for-tests"]
         event_id = "header:x-event-id"
         hmac = {{ header = "x-signature", algorithm = "sha512", encoding = "base64", prefix = "sha512=", signed_content = "{{timestamp}}.{{body}}", timestamp_header = "x-timestamp" }}
         forward = {{ kind = "http", url = "{downstream}/hmac", timeout = "2s" }}
