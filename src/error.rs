@@ -196,7 +196,8 @@ impl Rejection {
             Rejection::IpDenied(_) => Outcome::IpDenied,
             Rejection::RateLimited(_) => Outcome::RateLimited,
             Rejection::Body(BodyError::TooLarge) => Outcome::TooLarge,
-            Rejection::Body(BodyError::Timeout) => Outcome::RequestTimeout,
+            Rejection::Body(BodyError::Timeout | BodyError::TooSlow) => Outcome::RequestTimeout,
+            Rejection::Body(BodyError::OverBudget) => Outcome::Unavailable,
             Rejection::Body(BodyError::Read(_)) => Outcome::BadRequest,
             Rejection::BadSignature(_) => Outcome::BadSignature,
             Rejection::EventId(_) => Outcome::BadRequest,
@@ -227,6 +228,9 @@ impl Rejection {
                 EventIdError::Invalid => "bad_request:invalid_event_id",
             },
             Rejection::Body(BodyError::Read(_)) => "bad_request:body_read",
+            Rejection::Body(BodyError::TooSlow) => "request_timeout:too_slow",
+            Rejection::Body(BodyError::OverBudget) => "unavailable:body_budget",
+            Rejection::Overloaded(Overloaded { per_client: true, .. }) => "unavailable:client_inflight",
             Rejection::Forward(e) => match e {
                 ForwardError::Timeout(_) => "downstream_timeout",
                 ForwardError::Connect(_) => "downstream_error:connect",
@@ -246,10 +250,11 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Rejection::RateLimited(refused) => Some(refused.retry_after()),
-            Rejection::Overloaded(Overloaded { retry_after })
+            Rejection::Overloaded(Overloaded { retry_after, .. })
             | Rejection::Dedup(DedupError::InFlight { retry_after })
             | Rejection::Dedup(DedupError::StoreUnavailable { retry_after }) => Some(*retry_after),
             Rejection::Forward(ForwardError::Enqueue(_)) => Some(Duration::from_secs(5)),
+            Rejection::Body(BodyError::OverBudget) => Some(crate::body::BUDGET_RETRY_AFTER),
             _ => None,
         }
     }

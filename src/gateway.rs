@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use crate::body::{BodyBudget, BodyLimits, MinRate};
 use crate::config::{Config, ConfigError, ForwardConfig, SourceConfig, StoreKind};
 use crate::dedup::DedupStore;
 use crate::forward::Handler;
@@ -21,6 +22,7 @@ use crate::forward::stdout::StdoutHandler;
 use crate::ingress::allowlist::Allowlist;
 use crate::ingress::client_ip::Resolver;
 use crate::ingress::rate_limit::{self, Limiter};
+use crate::ingress::shed::ClientSlots;
 use crate::redis_client::RedisClient;
 use crate::verify::Verifier;
 use crate::verify::event_id::Locator;
@@ -36,6 +38,10 @@ pub struct Backends {
     pub http: HttpClient,
     /// Requests in flight, for load shedding; kept across reloads.
     pub inflight: Arc<AtomicUsize>,
+    /// Requests in flight per client, for load shedding; kept across reloads.
+    pub clients: Arc<ClientSlots>,
+    /// Body bytes held at once by all requests; kept across reloads (with the cap set at start).
+    pub body_budget: Arc<BodyBudget>,
 }
 
 impl Backends {
@@ -69,6 +75,8 @@ impl Backends {
             dedup,
             http: HttpClient::default(),
             inflight: Arc::new(AtomicUsize::new(0)),
+            clients: ClientSlots::new(config.server.max_inflight_per_client, config.rate_limit.ipv6_prefix),
+            body_budget: BodyBudget::new(config.server.max_body_buffer_bytes),
         })
     }
 }
@@ -99,8 +107,8 @@ pub struct Gateway {
     pub sources: Vec<Source>,
     /// How the client address is found.
     pub client_ip: Resolver,
-    /// Largest accepted body.
-    pub max_body_bytes: u64,
+    /// The body's size cap, the shared budget, and the minimum rate.
+    pub body_limits: BodyLimits,
     /// Deadline for reading a whole body.
     pub body_read_timeout: Duration,
     /// Header values never to show in a log line: every signature header and credential.
@@ -140,7 +148,14 @@ impl Gateway {
         Ok(Gateway {
             sources,
             client_ip: Resolver::new(config.client_ip.trusted_proxies.clone(), config.client_ip.header),
-            max_body_bytes: config.server.max_body_bytes,
+            body_limits: BodyLimits {
+                max_bytes: config.server.max_body_bytes,
+                budget: backends.body_budget.clone(),
+                min_rate: (config.server.min_body_rate > 0).then_some(MinRate {
+                    bytes_per_second: config.server.min_body_rate,
+                    grace: config.server.body_rate_grace,
+                }),
+            },
             body_read_timeout: config.server.body_read_timeout,
             sensitive_headers: crate::verify::sensitive_headers(&config.sources),
             backends: backends.clone(),

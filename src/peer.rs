@@ -14,6 +14,20 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// The key a client is counted under, by the rate limit, the per-client in-flight cap and the per-client
+/// connection cap alike: an IPv4 address as it is, an IPv6 address by its first `ipv6_prefix` bits (one
+/// host may own a whole /64).
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let shift = 128 - u32::from(ipv6_prefix.clamp(1, 128));
+            bits.checked_shr(shift).and_then(|b| b.checked_shl(shift)).unwrap_or(0)
+        }
+    }
+}
+
 /// `X-Forwarded-For`: read from trusted proxies, and set anew towards the downstream.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

@@ -114,10 +114,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let settings = Settings {
         header_read: config.server.header_read_timeout,
+        max_header_bytes: config.server.max_header_bytes,
         grace: config.server.shutdown_grace,
     };
     let limit = Arc::new(ConnectionLimit::new(
         config.server.max_connections_per_ip,
+        config.server.max_connections,
+        config.rate_limit.ipv6_prefix,
         config.client_ip.trusted_proxies.clone(),
     ));
     // The admin port keeps answering while the public one drains, so that /readyz can report it.
@@ -218,6 +221,7 @@ fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     header_read: Duration,
+    max_header_bytes: usize,
     grace: Duration,
 }
 
@@ -235,6 +239,9 @@ async fn serve_public(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read)
+        // A request head past this is answered `431` by hyper; without it, each connection could buffer
+        // about 400 KB of unfinished head before routing.
+        .max_buf_size(settings.max_header_bytes)
         .keep_alive(true);
     loop {
         tokio::select! {

@@ -111,14 +111,19 @@ pub fn build(gateway: &Gateway) -> GatewayService {
 pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
     ServiceBuilder::new()
         // Past the in-flight cap, answer 503 at once rather than queue without bound.
-        .layer(ShedLayer::new(gateway.backends.inflight.clone(), gateway.max_inflight))
+        .layer(ShedLayer::new(
+            gateway.backends.inflight.clone(),
+            gateway.max_inflight,
+            gateway.backends.clients.clone(),
+        ))
         // Before the body is read: a refused client costs no memory and no HMAC. The allowlist comes
         // before the rate limit, so that denied addresses cannot use up the allowed ones' quota.
         .layer(AllowlistLayer::new(source.allowlist.clone()))
         .layer(RateLimitLayer::new(source.limiter.clone()))
-        // A declared length over the limit is refused before reading; the rest is capped while it streams,
-        // and the whole body must arrive before its deadline.
-        .layer(BodyLimitLayer::new(gateway.max_body_bytes))
+        // A declared length over the limit (or the process's body budget) is refused before reading; the
+        // rest is capped and accounted while it streams, must keep a minimum rate, and must arrive whole
+        // before its deadline.
+        .layer(BodyLimitLayer::new(gateway.body_limits.clone()))
         .layer(RequestBodyDeadlineLayer::new(gateway.body_read_timeout))
         // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
         .layer(VerifyLayer::new(source.verifier.clone()))

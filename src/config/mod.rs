@@ -147,10 +147,30 @@ impl Config {
         if !(1..=128).contains(&limits.ipv6_prefix) {
             return Err(("rate_limit.ipv6_prefix".into(), "must be between 1 and 128".into()));
         }
-        if server.max_inflight == 0 || server.max_connections_per_ip == 0 {
+        if server.max_inflight == 0
+            || server.max_connections_per_ip == 0
+            || server.max_connections == 0
+            || server.max_inflight_per_client == 0
+        {
             return Err((
                 "server".into(),
-                "max_inflight and max_connections_per_ip must be at least 1".into(),
+                "max_inflight, max_inflight_per_client, max_connections and max_connections_per_ip must be at least 1"
+                    .into(),
+            ));
+        }
+        if !(8192..=1024 * 1024).contains(&server.max_header_bytes) {
+            return Err((
+                "server.max_header_bytes".into(),
+                "must be between 8192 and 1048576".into(),
+            ));
+        }
+        if server.max_body_buffer_bytes < server.max_body_bytes {
+            return Err((
+                "server.max_body_buffer_bytes".into(),
+                format!(
+                    "must be at least server.max_body_bytes ({}): one body of the largest size must fit",
+                    server.max_body_bytes
+                ),
             ));
         }
         let dedup = &self.dedup;

@@ -28,8 +28,26 @@ pub struct ServerConfig {
     /// Requests processed at once; past it the gateway answers `503 unavailable` at once instead of
     /// queueing without bound. Default 4096.
     pub max_inflight: usize,
-    /// Open connections per client address; trusted proxies are exempt. Default 256.
+    /// Open connections per client address (IPv6 by its `rate_limit.ipv6_prefix`, a /64 by default);
+    /// trusted proxies are exempt. Default 256.
     pub max_connections_per_ip: usize,
+    /// Open public connections in all. Past it a new connection is closed at once. Default 4096.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; past it the answer is `431`. At least
+    /// 8192. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Body bytes held at once by all requests together, reserved from `Content-Length` before reading
+    /// (and while a body without one streams); past it `503 unavailable`. Default 64 MiB.
+    pub max_body_buffer_bytes: u64,
+    /// Requests in flight from one client (keyed like the rate limit); past it `503 unavailable`. Default
+    /// 256.
+    pub max_inflight_per_client: usize,
+    /// Slowest body accepted, in bytes per second on average, once `body_rate_grace` has passed; slower
+    /// is `408`. 0 turns it off. Default 1024.
+    pub min_body_rate: u64,
+    /// How long a body may take before `min_body_rate` applies. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub body_rate_grace: Duration,
     /// TLS on the public listener. Default: none (plain HTTP, for a TLS-terminating proxy in front).
     pub tls: Option<TlsConfig>,
 }
@@ -70,6 +88,12 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_inflight: 4096,
             max_connections_per_ip: 256,
+            max_connections: 4096,
+            max_header_bytes: 16 * 1024,
+            max_body_buffer_bytes: 64 * 1024 * 1024,
+            max_inflight_per_client: 256,
+            min_body_rate: 1024,
+            body_rate_grace: Duration::from_secs(5),
             tls: None,
         }
     }

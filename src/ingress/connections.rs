@@ -1,6 +1,7 @@
-//! Before any request: a cap on the open connections of one client address, so that one sender cannot
-//! hold every socket. A connection past the cap is closed at once. Trusted proxies are exempt, since every
-//! client comes through them.
+//! Before any request: a cap on the open connections of one client (an IPv6 client by its prefix, as the
+//! rate limit keys it, since one host may own a whole /64), and on all open connections, so that neither
+//! one sender nor many can hold every socket and its head buffer. A connection past a cap is closed at
+//! once. Trusted proxies are exempt from the per-client cap, since every client comes through them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,59 +9,74 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 
-/// Caps open connections per client address.
+use crate::peer::client_key;
+
+/// Caps open connections per client (IPv6 by prefix) and in all.
 pub struct ConnectionLimit {
-    open: Mutex<HashMap<IpAddr, usize>>,
-    max: usize,
+    open: Mutex<Open>,
+    max_per_client: usize,
+    max_total: usize,
+    ipv6_prefix: u8,
     exempt: Vec<IpNet>,
+}
+
+#[derive(Default)]
+struct Open {
+    per_client: HashMap<u128, usize>,
+    total: usize,
 }
 
 /// One open connection, counted until it is dropped.
 pub struct ConnectionSlot {
     limit: Arc<ConnectionLimit>,
-    ip: Option<IpAddr>,
+    key: Option<u128>,
 }
 
 impl ConnectionLimit {
-    /// At most `max` connections per address; `exempt` networks are not counted.
-    pub fn new(max: usize, exempt: Vec<IpNet>) -> Self {
+    /// At most `max_per_client` connections per client key (IPv6 by its first `ipv6_prefix` bits;
+    /// `exempt` networks, the trusted proxies, are not counted per client) and `max_total` in all.
+    pub fn new(max_per_client: usize, max_total: usize, ipv6_prefix: u8, exempt: Vec<IpNet>) -> Self {
         ConnectionLimit {
             open: Mutex::default(),
-            max,
+            max_per_client,
+            max_total,
+            ipv6_prefix,
             exempt,
         }
     }
 
-    /// A slot for one more connection from `ip`, or `None` at the cap.
+    /// A slot for one more connection from `ip`, or `None` at either cap.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let ip = ip.to_canonical();
-        if self.exempt.iter().any(|net| net.contains(&ip)) {
-            return Some(ConnectionSlot {
-                limit: self.clone(),
-                ip: None,
-            });
-        }
+        let key = (!self.exempt.iter().any(|net| net.contains(&ip))).then(|| client_key(ip, self.ipv6_prefix));
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= self.max {
+        if open.total >= self.max_total {
             return None;
         }
-        *count += 1;
+        if let Some(key) = key {
+            let count = open.per_client.entry(key).or_insert(0);
+            if *count >= self.max_per_client {
+                return None;
+            }
+            *count += 1;
+        }
+        open.total += 1;
         Some(ConnectionSlot {
             limit: self.clone(),
-            ip: Some(ip),
+            key,
         })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let Some(ip) = self.ip else { return };
         let mut open = self.limit.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&ip) {
+        open.total = open.total.saturating_sub(1);
+        let Some(key) = self.key else { return };
+        if let Some(count) = open.per_client.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&ip);
+                open.per_client.remove(&key);
             }
         }
     }
@@ -72,7 +88,12 @@ mod tests {
 
     #[test]
     fn the_cap_is_per_address_and_released_on_drop() {
-        let limit = Arc::new(ConnectionLimit::new(2, vec!["10.0.0.0/8".parse().expect("cidr")]));
+        let limit = Arc::new(ConnectionLimit::new(
+            2,
+            1000,
+            64,
+            vec!["10.0.0.0/8".parse().expect("cidr")],
+        ));
         let ip: IpAddr = "198.51.100.1".parse().expect("ip");
         let a = limit.acquire(ip).expect("first");
         let _b = limit.acquire(ip).expect("second");

@@ -4,12 +4,14 @@
 //! rate_limited` with `Retry-After` from the limiter.
 //!
 //! Memory stays bounded: IPs whose bucket is full again are purged every 10 s, and past
-//! `max_tracked_keys` new IPs share one overflow bucket instead of growing the map.
+//! `max_tracked_keys` a new IP takes the place of a tracked one, so that every client always has a bucket
+//! of its own and a flood of new addresses cannot starve a sender that keeps to its quota.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -36,21 +38,15 @@ const PURGE_EVERY: Duration = Duration::from_secs(10);
 type Key = u128;
 
 fn key(ip: IpAddr, ipv6_prefix: u8) -> Key {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let shift = 128 - u32::from(ipv6_prefix.clamp(1, 128));
-            bits.checked_shr(shift).and_then(|b| b.checked_shl(shift)).unwrap_or(0)
-        }
-    }
+    crate::peer::client_key(ip, ipv6_prefix)
 }
 
-/// governor's DashMap store with a cap: past it, keys not yet tracked share one overflow state.
+/// governor's DashMap store with a cap: past it, a new key evicts the longest tracked one.
 #[derive(Debug)]
 pub struct BoundedStore {
     map: DashMapStateStore<Key>,
-    overflow: InMemoryState,
+    /// Tracked keys in the order they arrived (with keys the purge has since dropped), at most `cap`.
+    order: Mutex<VecDeque<Key>>,
     cap: usize,
     /// Approximate size, so that the hot path does not count every shard; corrected at each purge.
     tracked: AtomicUsize,
@@ -60,7 +56,7 @@ impl BoundedStore {
     fn new(cap: usize) -> Self {
         BoundedStore {
             map: DashMapStateStore::default(),
-            overflow: InMemoryState::default(),
+            order: Mutex::new(VecDeque::new()),
             cap,
             tracked: AtomicUsize::new(0),
         }
@@ -75,9 +71,18 @@ impl StateStore for BoundedStore {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         if !self.map.contains_key(key) {
-            if self.tracked.load(Ordering::Relaxed) >= self.cap {
-                return self.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+            // A new client: remembered in arrival order. Full, the client that arrived first gives up its
+            // bucket (if the purge has not taken it already), so that this one gets its own. Never a
+            // shared bucket, in which a flood of new addresses would starve a sender within its own quota;
+            // and an evicted client only ever comes back to a full bucket.
+            let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+            while order.len() >= self.cap {
+                let Some(oldest) = order.pop_front() else { break };
+                if self.map.remove(&oldest).is_some() {
+                    self.tracked.fetch_sub(1, Ordering::Relaxed);
+                }
             }
+            order.push_back(*key);
             self.tracked.fetch_add(1, Ordering::Relaxed);
         }
         self.map.measure_and_replace(key, f)
@@ -381,6 +386,31 @@ mod tests {
             assert!(limiter.check(ip(&format!("198.51.100.{i}"))).is_ok());
         }
         assert!(matches!(limiter.check(ip("198.51.100.9")), Err(Refused::Total(_))));
+    }
+
+    /// Past `max_tracked_keys`, every new address shared one overflow bucket with the flood, and a real
+    /// sender's first requests were all 429. Now it gets a bucket of its own.
+    #[test]
+    fn a_full_table_gives_a_new_sender_its_own_burst() {
+        let (limiter, _clock) = limiter(1, 5, SourceRateLimit::default(), 50);
+        for i in 0..300u32 {
+            for _ in 0..5 {
+                let _ = limiter.check(IpAddr::from(std::net::Ipv4Addr::from(0x7f01_0000 + i)));
+            }
+        }
+        assert_eq!(limiter.tracked(), 50);
+        for request in 1..=5 {
+            assert_eq!(
+                limiter.check(ip("198.51.100.77")),
+                Ok(()),
+                "request {request} of a burst of 5"
+            );
+        }
+        assert!(
+            limiter.check(ip("198.51.100.77")).is_err(),
+            "the sixth is over its own quota"
+        );
+        assert_eq!(limiter.tracked(), 50);
     }
 
     /// The key bound holds under a million distinct IPs (their memory is measured in
