@@ -3,7 +3,8 @@
 //! public port.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -13,6 +14,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::config::OnStoreError;
 use crate::dedup::DedupStore;
 use crate::forward::queue::Queue;
 
@@ -47,6 +49,39 @@ impl Health {
     }
 }
 
+/// The store's side of readiness: unready only once the store has been unreachable for `unready_after`
+/// on end, and never when its errors are accepted.
+#[derive(Debug)]
+pub struct StoreHealth {
+    down_since: Mutex<Option<Instant>>,
+    unready_after: Duration,
+}
+
+impl StoreHealth {
+    /// Fails readiness after `unready_after` of failed checks.
+    pub fn new(unready_after: Duration) -> Self {
+        StoreHealth {
+            down_since: Mutex::new(None),
+            unready_after,
+        }
+    }
+
+    /// Records one check's result at `now`; the readiness it makes.
+    pub fn observe(&self, up: bool, accepting: bool, now: Instant) -> Result<(), &'static str> {
+        let mut down_since = self.down_since.lock().unwrap_or_else(PoisonError::into_inner);
+        if up {
+            *down_since = None;
+            return Ok(());
+        }
+        let since = *down_since.get_or_insert(now);
+        if accepting || now.duration_since(since) < self.unready_after {
+            Ok(())
+        } else {
+            Err("dedup store unreachable")
+        }
+    }
+}
+
 #[derive(Clone)]
 /// The admin listener's service: `/metrics`, `/healthz`, `/readyz`.
 pub struct Admin {
@@ -56,6 +91,8 @@ pub struct Admin {
     pub health: Arc<Health>,
     /// The dedup store, pinged by `/readyz`.
     pub dedup: Arc<DedupStore>,
+    /// How long the store has been down, for readiness.
+    pub store: Arc<StoreHealth>,
     /// The queues of the config now serving.
     pub queues: Arc<ArcSwap<Vec<Arc<Queue>>>>,
 }
@@ -78,7 +115,10 @@ impl Admin {
     /// Ready when serving, not draining, and the dedup store answers (a Redis `PING`).
     async fn readiness(&self) -> Result<(), &'static str> {
         self.health.readiness()?;
-        self.dedup.ping().await.map_err(|_| "dedup store unreachable")
+        let up = self.dedup.ping().await.is_ok();
+        crate::metrics::store_up(up);
+        let accepting = self.dedup.on_error() == OnStoreError::Accept;
+        self.store.observe(up, accepting, Instant::now())
     }
 
     /// Answers one admin request; unknown paths get 404.
@@ -107,5 +147,37 @@ impl Admin {
             .headers_mut()
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_fails_on_the_store_only_after_a_sustained_outage_and_never_when_accepting() {
+        let health = StoreHealth::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(health.observe(false, false, t0), Ok(()), "one failed ping");
+        assert_eq!(health.observe(false, false, t0 + Duration::from_secs(9)), Ok(()));
+        assert!(
+            health.observe(false, false, t0 + Duration::from_secs(10)).is_err(),
+            "10 s down"
+        );
+        assert_eq!(
+            health.observe(false, true, t0 + Duration::from_secs(60)),
+            Ok(()),
+            "accept mode"
+        );
+        assert_eq!(
+            health.observe(true, false, t0 + Duration::from_secs(61)),
+            Ok(()),
+            "back"
+        );
+        assert_eq!(
+            health.observe(false, false, t0 + Duration::from_secs(62)),
+            Ok(()),
+            "a new outage starts"
+        );
     }
 }

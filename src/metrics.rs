@@ -48,6 +48,8 @@ pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 /// Dedup store call time by operation.
 pub const STORE_DURATION: &str = "hookgate_store_duration_seconds";
 
+/// Whether the dedup store answered its last health check.
+pub const STORE_UP: &str = "hookgate_store_up";
 /// Panics caught while serving a request.
 pub const PANICS_TOTAL: &str = "hookgate_panics_total";
 
@@ -245,6 +247,11 @@ pub fn queue_stats(source: &Arc<str>, figures: QueueFigures) {
     gauge!(QUEUE_DELAYED, "source" => source.clone()).set(figures.delayed as f64);
     gauge!(QUEUE_DEAD, "source" => source.clone()).set(figures.dead as f64);
     gauge!(QUEUE_OLDEST_AGE, "source" => source.clone()).set(figures.oldest_age_seconds);
+}
+
+/// Whether the dedup store answered its last health check: 1 or 0.
+pub fn store_up(up: bool) {
+    gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// Counts a request whose handling panicked (answered `500 internal_error`).

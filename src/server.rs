@@ -106,6 +106,7 @@ pub async fn run(
         metrics,
         health: health.clone(),
         dedup: dedup.clone(),
+        store: Arc::new(crate::admin::StoreHealth::new(config.dedup.unready_after)),
         queues: queues.clone(),
     };
     let consumer = queue::consumer_name();

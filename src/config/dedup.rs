@@ -1,5 +1,6 @@
 //! `[dedup]`: where event ids are remembered, and the Redis server hookgate uses.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,14 +26,37 @@ pub enum OnStoreError {
     Accept,
 }
 
-/// `redis_url`: one URL for a single node, or a list of node URLs for Redis Cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `redis_url`: one URL for a single node, or a list of node URLs for Redis Cluster. Its `Debug` hides any
+/// password in the URLs, so that a logged config never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum RedisUrls {
     /// One Redis node.
     One(String),
     /// The seed nodes of a Redis Cluster.
     Cluster(Vec<String>),
+}
+
+impl fmt::Debug for RedisUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls().into_iter().map(redact).collect();
+        match self {
+            RedisUrls::One(_) => f.debug_tuple("One").field(&urls[0]).finish(),
+            RedisUrls::Cluster(_) => f.debug_tuple("Cluster").field(&urls).finish(),
+        }
+    }
+}
+
+/// The URL with the user-info part (`user:password@`) replaced, when there is one.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 impl RedisUrls {
@@ -87,6 +111,11 @@ pub struct DedupConfig {
     pub max_keys: usize,
     /// What to do when the store cannot be reached: `reject` (503, the default) or `accept` (no dedup).
     pub on_store_error: OnStoreError,
+    /// How long the store must have been unreachable before `/readyz` fails on it. A blip must not take
+    /// every replica out of the load balancer at once (a total outage instead of 503s), and with
+    /// `on_store_error = "accept"` readiness never fails on the store. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub unready_after: Duration,
 }
 
 impl Default for DedupConfig {
@@ -101,6 +130,23 @@ impl Default for DedupConfig {
             timeout: Duration::from_secs(1),
             max_keys: 100_000,
             on_store_error: OnStoreError::Reject,
+            unready_after: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let one = RedisUrls::One("rediss://default:hunter2-secret@redis.internal:6380/0".into());
+        let text = format!("{one:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("redis.internal:6380/0"), "{text}");
+        let cluster = RedisUrls::Cluster(vec!["redis://:pw-one@a:7000".into(), "redis://b:7001".into()]);
+        let text = format!("{cluster:?}");
+        assert!(!text.contains("pw-one") && text.contains("redis://b:7001"), "{text}");
     }
 }

@@ -1,9 +1,13 @@
 //! Attacks on the real server over loopback: each plays what an attacker (or an unlucky network) does, and
 //! checks what reaches the downstream and what the process holds.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use hookgate::config::{AllowIp, Config};
 use http::HeaderValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::gateway::test_config;
 use crate::common::{FakeDownstream, Sender, TestGateway, event_body, sign};
@@ -125,5 +129,229 @@ async fn a_sender_hanging_up_mid_delivery_does_not_make_its_retry_a_second_deliv
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(downstream.received().len(), 1, "delivered once");
+    gateway.stop().await;
+}
+
+/// Writes a raw request from `from` (a loopback address) and reads the answer's status and outcome, or
+/// `None` when the connection closed without one. Every read has a deadline.
+async fn raw_request(from: IpAddr, to: SocketAddr, request: &[u8]) -> Option<(u16, String)> {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(from, 0)).expect("bind a loopback source");
+    let mut stream = socket.connect(to).await.expect("connect");
+    stream.write_all(request).await.ok()?;
+    read_answer(&mut stream).await
+}
+
+async fn read_answer(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(())
+    })
+    .await
+    .expect("an answer or a close within 5 s");
+    read?;
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let outcome = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-hookgate-outcome: "))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    Some((status, outcome))
+}
+
+/// A signed GitHub event as raw HTTP/1.1 bytes.
+fn signed_request(config: &Config, id: &str) -> Vec<u8> {
+    let body = event_body(id);
+    let headers = sign(config, "github", &body, id);
+    let mut request = format!(
+        "POST /github HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (name, value) in &headers {
+        request.extend_from_slice(format!("{name}: ").as_bytes());
+        request.extend_from_slice(value.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(&body);
+    request
+}
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A 40 KB request head was read and processed; now past `max_header_bytes` (16 KiB) it is `431`.
+#[tokio::test]
+async fn a_request_head_past_the_limit_is_431() {
+    let downstream = FakeDownstream::start().await;
+    let gateway = TestGateway::start(test_config(&downstream.url(""))).await;
+    let mut request = b"POST /github HTTP/1.1\r\nhost: gw\r\n".to_vec();
+    for i in 0..40 {
+        request.extend_from_slice(format!("x-pad-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    request.extend_from_slice(b"content-length: 0\r\n\r\n");
+    let answer = raw_request(LOCAL, gateway.addr, &request).await;
+    assert_eq!(answer.map(|a| a.0), Some(431));
+    gateway.stop().await;
+}
+
+/// Bodies held at once have one budget: a declared length that does not fit is refused before reading,
+/// with `503` and `Retry-After`, while the bodies already held wait for their bytes.
+#[tokio::test]
+async fn promised_bodies_past_the_budget_are_refused_before_reading() {
+    let downstream = FakeDownstream::start().await;
+    let mut config = test_config(&downstream.url(""));
+    config.server.max_body_buffer_bytes = 2 << 20;
+    let gateway = TestGateway::start(config).await;
+    let promise = b"POST /github HTTP/1.1\r\nhost: gw\r\ncontent-length: 1048576\r\n\r\n0123456789";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
+        stream.write_all(promise).await.expect("write");
+        held.push(stream);
+    }
+    // The two reservations are made when their heads are read; wait for them, with a deadline.
+    let mut refused = None;
+    for _ in 0..100 {
+        let answer = raw_request(LOCAL, gateway.addr, promise).await;
+        if answer.as_ref().is_some_and(|a| a.0 == 503) {
+            refused = answer;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(refused, Some((503, "unavailable".to_owned())));
+    drop(held);
+    gateway.stop().await;
+}
+
+/// Trickled bodies from one client took every in-flight slot, and another client's signed event got
+/// `503`. Now one client holds at most its own share.
+#[tokio::test]
+async fn trickled_bodies_from_one_client_do_not_lock_out_another() {
+    let downstream = FakeDownstream::start().await;
+    let mut config = test_config(&downstream.url(""));
+    config.server.max_inflight = 64;
+    config.server.max_inflight_per_client = 16;
+    let gateway = TestGateway::start(config.clone()).await;
+    let trickler: IpAddr = "127.0.0.3".parse().expect("ip");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..120 {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(trickler, 0)).expect("bind");
+        let mut stream = socket.connect(gateway.addr).await.expect("connect");
+        stream
+            .write_all(b"POST /github HTTP/1.1\r\nhost: gw\r\ncontent-length: 1000\r\n\r\nx")
+            .await
+            .expect("write");
+        held.push(stream);
+    }
+    // Those past the client's cap are answered at once; the others wait for their bytes.
+    for stream in &mut held {
+        let mut byte = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(200), stream.peek(&mut byte))
+            .await
+            .is_ok()
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 120 - 16, "all but the client's 16 are refused at once");
+    let other: IpAddr = "127.0.0.4".parse().expect("ip");
+    let answer = raw_request(other, gateway.addr, &signed_request(&config, "d-other")).await;
+    assert_eq!(answer, Some((200, "forwarded".to_owned())));
+    drop(held);
+    gateway.stop().await;
+}
+
+/// A header of many well-formed signatures cost one HMAC per entry per secret; now more than eight is
+/// malformed before any MAC is computed.
+#[tokio::test]
+async fn a_flood_of_signature_candidates_is_refused_unverified() {
+    let downstream = FakeDownstream::start().await;
+    let gateway = TestGateway::start(test_config(&downstream.url(""))).await;
+    let body = event_body("evt_amplified");
+    let entries: Vec<String> = (0..100).map(|i| format!("v1={:064x}", i)).collect();
+    let header_value = format!("t={},{}", crate::common::unix_now(), entries.join(","));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("stripe-signature", HeaderValue::from_str(&header_value).expect("value"));
+    let reply = Sender::default().post(&gateway.url("/stripe"), headers, body).await;
+    reply.assert(401, "bad_signature");
+    let metrics = Sender::default()
+        .send("GET", &gateway.admin_url("/metrics"), http::HeaderMap::new(), "")
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.lines().any(|l| l.starts_with("hookgate_rejections_total")
+            && l.contains("bad_signature:malformed_header")
+            && l.contains("source=\"stripe\"")),
+        "refused as malformed, not after 100 MACs"
+    );
+    gateway.stop().await;
+}
+
+/// From a trusted proxy, one bad byte in the client's entry made the client the proxy itself, which an
+/// allowlist of the proxy's range lets in.
+#[tokio::test]
+async fn a_poisoned_forwarded_for_does_not_make_the_client_the_proxy() {
+    let downstream = FakeDownstream::start().await;
+    let mut config = test_config(&downstream.url(""));
+    config.client_ip.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+    let github = config.sources.iter_mut().find(|s| s.name == "github").expect("github");
+    github.allow_ips = vec![AllowIp::try_from("127.0.0.0/8".to_owned()).expect("cidr")];
+    let gateway = TestGateway::start(config.clone()).await;
+    let body = event_body("d-poison");
+    let mut headers = sign(&config, "github", &body, "d-poison");
+    headers.insert(
+        "x-forwarded-for",
+        HeaderValue::from_bytes(b"203.0.113.5\xff").expect("obs-text"),
+    );
+    Sender::default()
+        .post(&gateway.url("/github"), headers, body)
+        .await
+        .assert(403, "ip_denied");
+    assert!(downstream.received().is_empty());
+    gateway.stop().await;
+}
+
+/// `Forwarded`, `X-Real-IP` and `X-Forwarded-Host/Proto` from the sender passed through to the
+/// application; now they are dropped, and set from the client the gateway resolved.
+#[tokio::test]
+async fn forged_client_headers_never_reach_the_application() {
+    let downstream = FakeDownstream::start().await;
+    let config = test_config(&downstream.url(""));
+    let gateway = TestGateway::start(config.clone()).await;
+    let body = event_body("d-forged");
+    let mut headers = sign(&config, "github", &body, "d-forged");
+    for (name, value) in [
+        ("forwarded", "for=6.6.6.6;proto=https"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "bank.example"),
+        ("x-forwarded-proto", "https"),
+    ] {
+        headers.insert(http::HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    Sender::default()
+        .post(&gateway.url("/github"), headers, body)
+        .await
+        .assert(200, "forwarded");
+    let got = &downstream.received()[0];
+    assert_eq!(got.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(got.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(got.header("forwarded"), Some("for=127.0.0.1"));
+    assert_eq!(got.header("x-forwarded-host"), None);
+    assert_eq!(got.header("x-forwarded-proto"), None);
     gateway.stop().await;
 }
