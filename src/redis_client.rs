@@ -36,11 +36,11 @@ impl Single {
     }
 
     /// Sends `cmd` with whatever else this thread's requests are sending now, and returns its answer.
-    async fn query(&self, cmd: &Cmd) -> Result<Value, String> {
+    async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
         let batch = self.batches.get_or_default();
         // Before the command joins the batch: a command left waiting with no task to send it would wait
         // for ever.
-        let manager = self.manager()?;
+        let manager = self.manager().map_err(Failure::other)?;
         let (answer, answered) = oneshot::channel();
         let first = {
             let mut waiting = batch.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -53,8 +53,38 @@ impl Single {
         }
         answered
             .await
-            .map_err(|_| "the Redis batch was dropped (shutting down)".to_owned())?
+            .map_err(|_| Failure::other("the Redis batch was dropped (shutting down)".to_owned()))?
     }
+}
+
+/// Why a command got no answer, and whether it is because the connection it was sent on was dead: then
+/// the manager is reconnecting, and a command that is safe to run twice may be sent again.
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    dropped: bool,
+}
+
+impl Failure {
+    fn other(message: String) -> Self {
+        Failure {
+            message,
+            dropped: false,
+        }
+    }
+
+    fn of(error: &redis::RedisError) -> Self {
+        Failure {
+            message: error.to_string(),
+            dropped: dead_connection(error),
+        }
+    }
+}
+
+/// The connection was closed under the command (a Redis restart, say), as opposed to Redis answering an
+/// error or not answering in time.
+fn dead_connection(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() || error.is_io_error() && !error.is_timeout()
 }
 
 /// The commands one thread's requests are waiting to send. Each request's command costs Redis a wake-up
@@ -66,7 +96,7 @@ struct Batch {
     waiting: Mutex<Vec<(Cmd, Answer)>>,
 }
 
-type Answer = oneshot::Sender<Result<Value, String>>;
+type Answer = oneshot::Sender<Result<Value, Failure>>;
 
 async fn send_batch(batch: Arc<Batch>, mut manager: ConnectionManager) {
     tokio::task::yield_now().await;
@@ -82,12 +112,12 @@ async fn send_batch(batch: Arc<Batch>, mut manager: ConnectionManager) {
     let error = match pipe.query_async::<Vec<Value>>(&mut manager).await {
         Ok(values) if values.len() == answers.len() => {
             for (value, answer) in values.into_iter().zip(answers) {
-                let _ = answer.send(value.extract_error().map_err(|e| e.to_string()));
+                let _ = answer.send(value.extract_error().map_err(|e| Failure::other(e.to_string())));
             }
             return;
         }
-        Ok(values) => format!("{} answers to {} commands", values.len(), answers.len()),
-        Err(error) => error.to_string(),
+        Ok(values) => Failure::other(format!("{} answers to {} commands", values.len(), answers.len())),
+        Err(error) => Failure::of(&error),
     };
     for answer in answers {
         let _ = answer.send(Err(error.clone()));
@@ -175,23 +205,53 @@ impl RedisClient {
 
     /// Runs one command; an error is the message Redis or the connection gave.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
+        self.query_once(cmd).await.map_err(|f| f.message)
+    }
+
+    /// Runs one command that is safe to run twice: when the connection it went out on turns out to be
+    /// dead (Redis restarted since it was made), it is sent once more on the new connection, so that no
+    /// sender sees an error after Redis is back.
+    pub async fn query_idempotent<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
+        match self.query_once(cmd).await {
+            Err(failure) if failure.dropped => self.query_once(cmd).await.map_err(|f| f.message),
+            other => other.map_err(|f| f.message),
+        }
+    }
+
+    async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
         match &self.inner {
-            Inner::Single(single) => T::from_redis_value(single.query(cmd).await?).map_err(|e| e.to_string()),
+            Inner::Single(single) => {
+                T::from_redis_value(single.query(cmd).await?).map_err(|e| Failure::other(e.to_string()))
+            }
             Inner::Cluster(cluster) => {
-                let mut connection = cluster_connection(cluster).await?;
-                cmd.query_async(&mut connection).await.map_err(|e| e.to_string())
+                let mut connection = cluster_connection(cluster).await.map_err(Failure::other)?;
+                cmd.query_async(&mut connection).await.map_err(|e| Failure::of(&e))
             }
         }
     }
 
     /// Runs a script with EVALSHA, loading it on NOSCRIPT.
     pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
-        async fn on<C: ConnectionLike, T: FromRedisValue>(c: &mut C, i: &ScriptInvocation<'_>) -> Result<T, String> {
-            i.invoke_async(c).await.map_err(|e| e.to_string())
+        self.invoke_once(invocation).await.map_err(|f| f.message)
+    }
+
+    /// Runs a script that is safe to run twice, once more when its connection turns out to be dead.
+    pub async fn invoke_idempotent<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
+        match self.invoke_once(invocation).await {
+            Err(failure) if failure.dropped => self.invoke_once(invocation).await.map_err(|f| f.message),
+            other => other.map_err(|f| f.message),
+        }
+    }
+
+    async fn invoke_once<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, Failure> {
+        async fn on<C: ConnectionLike, T: FromRedisValue>(c: &mut C, i: &ScriptInvocation<'_>) -> Result<T, Failure> {
+            i.invoke_async(c).await.map_err(|e| Failure::of(&e))
         }
         match &self.inner {
-            Inner::Single(single) => on(&mut single.manager()?, invocation).await,
-            Inner::Cluster(cluster) => on(&mut cluster_connection(cluster).await?, invocation).await,
+            Inner::Single(single) => on(&mut single.manager().map_err(Failure::other)?, invocation).await,
+            Inner::Cluster(cluster) => {
+                on(&mut cluster_connection(cluster).await.map_err(Failure::other)?, invocation).await
+            }
         }
     }
 

@@ -76,10 +76,12 @@ impl RedisStore {
             .arg("PX")
             .arg(millis(lease))
             .arg("GET");
-        let previous: Option<Vec<u8>> = self.client.query(&cmd).await.map_err(StoreError::Redis)?;
+        // Safe to send twice: a second send that finds our own token means the first one claimed it.
+        let previous: Option<Vec<u8>> = self.client.query_idempotent(&cmd).await.map_err(StoreError::Redis)?;
         Ok(match previous {
             None => Found::Claimed,
             Some(value) if value == DONE => Found::Duplicate,
+            Some(value) if value == token.to_hex().as_bytes() => Found::Claimed,
             Some(_) => Found::InFlight(None),
         })
     }
@@ -88,7 +90,8 @@ impl RedisStore {
     pub(crate) async fn commit(&self, key: &[u8], token: Token, ttl: Duration) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(DONE).arg("PX").arg(millis(ttl)).arg("GET");
-        let previous: Option<Vec<u8>> = self.client.query(&cmd).await.map_err(StoreError::Redis)?;
+        // Safe to send twice: the id is done either way (a second send can only make the lease look lost).
+        let previous: Option<Vec<u8>> = self.client.query_idempotent(&cmd).await.map_err(StoreError::Redis)?;
         Ok(previous.is_some_and(|value| value == token.to_hex().as_bytes()))
     }
 
@@ -96,14 +99,15 @@ impl RedisStore {
     pub(crate) async fn release(&self, key: &[u8], token: Token) -> Result<bool, StoreError> {
         let mut invocation = self.release.prepare_invoke();
         invocation.key(key).arg(token.to_hex());
-        let deleted: i64 = self.client.invoke(&invocation).await.map_err(StoreError::Redis)?;
+        // Safe to run twice: it deletes only a key holding our token.
+        let deleted: i64 = self.client.invoke_idempotent(&invocation).await.map_err(StoreError::Redis)?;
         Ok(deleted == 1)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self
             .client
-            .query(&redis::cmd("PING"))
+            .query_idempotent(&redis::cmd("PING"))
             .await
             .map_err(StoreError::Redis)?;
         Ok(())

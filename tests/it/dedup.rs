@@ -534,3 +534,25 @@ fn redis_cmd(name: &str, args: &[&str]) -> ::redis::Cmd {
     });
     cmd
 }
+
+/// After Redis restarts, the connection each thread held is dead. The first request on it answered `503`
+/// before the connection was made again; now the claim is sent once more on the new connection.
+#[tokio::test]
+async fn the_first_request_after_redis_restarts_is_served() {
+    let mut redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let config = redis_config(&downstream, &redis);
+    let gateway = TestGateway::start(config.clone()).await;
+    deliver(&gateway, &config, "github", "before-restart")
+        .await
+        .assert(200, "forwarded");
+    redis.stop();
+    redis.restart();
+    deliver(&gateway, &config, "github", "after-restart")
+        .await
+        .assert(200, "forwarded");
+    deliver(&gateway, &config, "github", "after-restart")
+        .await
+        .assert(200, "duplicate");
+    gateway.stop().await;
+}
