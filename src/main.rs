@@ -256,14 +256,28 @@ async fn reload_on_sighup(reload: tokio::sync::mpsc::Sender<()>) {
 /// also sees a Kubernetes ConfigMap update, which swaps a symlink.
 async fn reload_on_change(path: PathBuf, reload: tokio::sync::mpsc::Sender<()>) {
     let stamp = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
-    let mut last = stamp(&path);
+    // The config file, and the TLS certificate and key it names (a renewed certificate is a reload too).
+    let watched = |path: &Path| {
+        let mut files = vec![path.to_owned()];
+        if let Ok(config) = hookgate::config::load(path)
+            && let Some(tls) = config.server.tls
+        {
+            files.extend([tls.cert_file, tls.key_file]);
+        }
+        files
+    };
+    let mut files = watched(&path);
+    let mut last: Vec<_> = files.iter().map(|f| stamp(f)).collect();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let now = stamp(&path);
+        let now: Vec<_> = files.iter().map(|f| stamp(f)).collect();
         if now != last {
-            last = now;
-            tracing::info!(path = %path.display(), "config file changed: reloading");
+            if let Some((file, _)) = files.iter().zip(now.iter().zip(&last)).find(|(_, (a, b))| a != b) {
+                tracing::info!(path = %file.display(), "a watched file changed: reloading");
+            }
+            files = watched(&path);
+            last = files.iter().map(|f| stamp(f)).collect();
             if reload.send(()).await.is_err() {
                 return;
             }

@@ -250,7 +250,11 @@ impl RedisClient {
         match &self.inner {
             Inner::Single(single) => on(&mut single.manager().map_err(Failure::other)?, invocation).await,
             Inner::Cluster(cluster) => {
-                on(&mut cluster_connection(cluster).await.map_err(Failure::other)?, invocation).await
+                on(
+                    &mut cluster_connection(cluster).await.map_err(Failure::other)?,
+                    invocation,
+                )
+                .await
             }
         }
     }

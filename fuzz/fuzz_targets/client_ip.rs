@@ -1,5 +1,7 @@
-//! The forwarding-header parsers (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`) on arbitrary bytes: never a
-//! panic, and the client is never the trusted proxy itself when a header is present.
+//! The forwarding-header parsers (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`) on arbitrary bytes, one or
+//! several header lines: never a panic. (That a spoiled entry never makes the proxy the client is a unit
+//! test of `ingress::client_ip`: as a property it would need a second parser to say which inputs name
+//! the proxy in one of its many spellings.)
 #![no_main]
 
 use std::net::IpAddr;
@@ -23,9 +25,6 @@ fuzz_target!(|data: &[u8]| {
                 headers.append(HeaderName::from_static(name), value);
             }
         }
-        let client = resolver.resolve(proxy, &headers);
-        if !headers.is_empty() {
-            assert_ne!(client, proxy, "a header from the proxy never resolves to the proxy itself");
-        }
+        let _ = resolver.resolve(proxy, &headers);
     }
 });

@@ -92,6 +92,14 @@ pub struct QueueConfig {
     pub maxlen: Option<u64>,
 }
 
+/// The longest an append to a queue's stream may take before the event is refused (`503`); the claim that
+/// guards it must outlive it.
+pub const QUEUE_APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest one `stdout` line may take to be written before the event is refused (`504`); the claim
+/// that guards it must outlive it.
+pub const STDOUT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 /// Retry delays of a queue's workers: exponential from `initial` to `max`, with jitter.

@@ -211,6 +211,30 @@ impl Config {
                     ),
                 ));
             }
+            let handler_timeout = match &source.forward {
+                ForwardConfig::Http { timeout, .. } => Some(*timeout),
+                ForwardConfig::Queue(_) => Some(forward::QUEUE_APPEND_TIMEOUT),
+                ForwardConfig::Stdout {} => Some(forward::STDOUT_WRITE_TIMEOUT),
+                ForwardConfig::Discard {} => None,
+            };
+            if let Some(timeout) = handler_timeout
+                && !matches!(source.forward, ForwardConfig::Http { .. })
+                && timeout >= self.dedup.lease
+            {
+                return Err((
+                    "dedup.lease".into(),
+                    format!(
+                        "must be longer than {timeout:?}, the longest {} delivery of source {:?}: a claim must \
+                         outlive the delivery it guards",
+                        if matches!(source.forward, ForwardConfig::Queue(_)) {
+                            "queue append"
+                        } else {
+                            "stdout write"
+                        },
+                        source.name
+                    ),
+                ));
+            }
             if let ForwardConfig::Http { timeout, .. } = &source.forward
                 && *timeout >= self.dedup.lease
             {
@@ -413,6 +437,18 @@ mod tests {
         let err = parse_str(&MINIMAL.replace("scheme = \"github\"", "scheme = \"github\"\nreplay_guard = \"maybe\""))
             .expect_err("bad value");
         assert!(err.to_string().contains("replay_guard"), "{err}");
+    }
+
+    /// The lease was checked against the `http` timeout only; a queue append or a blocked stdout could
+    /// outlive the claim that guards it.
+    #[test]
+    fn the_lease_must_outlive_every_handler_not_only_http() {
+        let with_lease = |lease: &str| format!("[dedup]\nlease = \"{lease}\"\n{MINIMAL}");
+        let err = parse_str(&with_lease("5s"))
+            .expect_err("stdout write can take 5 s")
+            .to_string();
+        assert!(err.contains("dedup.lease") && err.contains("stdout"), "{err}");
+        parse_str(&with_lease("6s")).expect("longer than the stdout write timeout");
     }
 
     #[test]

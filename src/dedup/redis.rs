@@ -100,7 +100,11 @@ impl RedisStore {
         let mut invocation = self.release.prepare_invoke();
         invocation.key(key).arg(token.to_hex());
         // Safe to run twice: it deletes only a key holding our token.
-        let deleted: i64 = self.client.invoke_idempotent(&invocation).await.map_err(StoreError::Redis)?;
+        let deleted: i64 = self
+            .client
+            .invoke_idempotent(&invocation)
+            .await
+            .map_err(StoreError::Redis)?;
         Ok(deleted == 1)
     }
 

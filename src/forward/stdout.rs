@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Delivered;
 use super::{Delivery, ForwardError, end_to_end_headers};
+use crate::config::forward::STDOUT_WRITE_TIMEOUT;
 
 #[derive(Debug, Clone, Default)]
 /// Writes each event as one JSON line on standard output.
@@ -67,15 +68,20 @@ impl StdoutHandler {
 
     pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let line = Self::line(delivery);
-        // A blocked stdout (a full pipe) must stall this event, not a runtime worker thread.
-        tokio::task::spawn_blocking(move || {
+        // A blocked stdout (a full pipe) must stall this event, not a runtime worker thread; and not for
+        // longer than the claim's lease (validation sees to that): past STDOUT_WRITE_TIMEOUT the event is
+        // refused with 504. The write cannot be taken back, so the line may still appear once the pipe
+        // drains, beside the sender's retry: a reader of stdout deduplicates on `event_id`.
+        let write = tokio::task::spawn_blocking(move || {
             let mut out = std::io::stdout().lock();
             out.write_all(&line)?;
             out.flush()
-        })
-        .await
-        .map_err(|e| ForwardError::Io(e.to_string()))?
-        .map_err(|e| ForwardError::Io(e.to_string()))?;
+        });
+        tokio::time::timeout(STDOUT_WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| ForwardError::Timeout(STDOUT_WRITE_TIMEOUT))?
+            .map_err(|e| ForwardError::Io(e.to_string()))?
+            .map_err(|e| ForwardError::Io(e.to_string()))?;
         Ok(Delivered::Forwarded)
     }
 }

@@ -397,6 +397,47 @@ async fn sighup_reloads_the_running_binary() {
     );
 }
 
+/// `--watch-config` watched the config file only: a certificate renewed in place (by cert-manager, say)
+/// was not served until the next SIGHUP or restart.
+#[tokio::test]
+async fn watch_config_serves_a_certificate_renewed_in_place() {
+    let downstream = FakeDownstream::start().await;
+    let dir = temp_dir("tls-watch");
+    let (tls, old_roots) = certificate(&dir);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:PUBLIC\"\nadmin_listen = \"127.0.0.1:ADMIN\"\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nmin_version = \"1.3\"\n{}",
+        tls.cert_file,
+        tls.key_file,
+        ONE_SOURCE
+            .split("[[source]]")
+            .nth(1)
+            .map(|s| format!("[[source]]{s}"))
+            .expect("source")
+            .replace("DOWNSTREAM", &downstream.url(""))
+    );
+    let serving = process::serve("tls-watch", &text, &["--watch-config"]).await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], serving.public).into();
+    tls_request(addr, old_roots, &[&rustls::version::TLS13])
+        .await
+        .expect("old certificate");
+    let (_, new_roots) = certificate(&dir);
+    // The watcher looks every 2 s; the deadline leaves room for two looks and the reload.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        if tls_request(addr, new_roots.clone(), &[&rustls::version::TLS13])
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn watch_config_reloads_when_the_file_changes() {
     let downstream = FakeDownstream::start().await;

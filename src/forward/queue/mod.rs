@@ -37,6 +37,7 @@ use self::scripts::{FIELD, GROUP, Scripts};
 pub use self::workers::{Workers, consumer_name};
 use super::http::{HttpHandler, Outgoing};
 use super::{Delivered, Delivery, ForwardError};
+use crate::config::forward::QUEUE_APPEND_TIMEOUT;
 use crate::config::{BackoffConfig, QueueConfig};
 use crate::redis_client::{RedisClient, millis};
 
@@ -158,10 +159,12 @@ impl Queue {
         }
         cmd.arg("*").arg(FIELD).arg(envelope.to_json());
         let append = self.redis.query::<String>(&cmd);
-        match tokio::time::timeout(Duration::from_secs(5), append).await {
+        match tokio::time::timeout(QUEUE_APPEND_TIMEOUT, append).await {
             Ok(Ok(_)) => Ok(Delivered::Queued),
             Ok(Err(e)) => Err(ForwardError::Enqueue(e)),
-            Err(_) => Err(ForwardError::Enqueue("redis did not answer within 5s".to_owned())),
+            Err(_) => Err(ForwardError::Enqueue(format!(
+                "redis did not answer within {QUEUE_APPEND_TIMEOUT:?}"
+            ))),
         }
     }
 
