@@ -355,3 +355,93 @@ async fn forged_client_headers_never_reach_the_application() {
     assert_eq!(got.header("x-forwarded-proto"), None);
     gateway.stop().await;
 }
+
+/// stripe-python `test_header_contains_valid_signature`, stripe-node "at least one valid signature": a
+/// `v1` entry that is not hex, before or after the valid one, did get 401.
+#[tokio::test]
+async fn stripe_accepts_a_header_with_a_malformed_v1_beside_the_valid_one() {
+    let downstream = FakeDownstream::start().await;
+    let config = test_config(&downstream.url(""));
+    let gateway = TestGateway::start(config.clone()).await;
+    let arrangements: [fn(&str) -> String; 2] = [
+        |valid| format!("{valid},v1=bad_signature"),
+        |valid| {
+            let (t, v1) = valid.split_once(',').expect("t and v1");
+            format!("{t},v1=bad_signature,{v1}")
+        },
+    ];
+    for (i, arrange) in arrangements.iter().enumerate() {
+        let id = format!("evt_malformed_{i}");
+        let body = event_body(&id);
+        let mut headers = sign(&config, "stripe", &body, &id);
+        let valid = headers["stripe-signature"].to_str().expect("text").to_owned();
+        headers.insert(
+            "stripe-signature",
+            HeaderValue::from_str(&arrange(&valid)).expect("value"),
+        );
+        Sender::default()
+            .post(&gateway.url("/stripe"), headers, body)
+            .await
+            .assert(200, "forwarded");
+    }
+    gateway.stop().await;
+}
+
+/// Shopify's newer deliveries name their headers without `X-` (`@shopify/shopify-api`,
+/// `WEBHOOK_HEADER_NAMES`); they got 401.
+#[tokio::test]
+async fn shopify_events_headers_without_the_x_prefix_are_accepted() {
+    let downstream = FakeDownstream::start().await;
+    let config = test_config(&downstream.url(""));
+    let gateway = TestGateway::start(config.clone()).await;
+    let body = event_body("shop-evt-1");
+    let signed = sign(&config, "shopify", &body, "wh-new-1");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("shopify-hmac-sha256", signed["x-shopify-hmac-sha256"].clone());
+    headers.insert("shopify-webhook-id", signed["x-shopify-webhook-id"].clone());
+    headers.insert("shopify-topic", HeaderValue::from_static("orders/create"));
+    Sender::default()
+        .post(&gateway.url("/shopify"), headers, body)
+        .await
+        .assert(200, "forwarded");
+    let got = &downstream.received()[0];
+    assert_eq!(got.header("x-hookgate-event-id"), Some("wh-new-1"));
+    gateway.stop().await;
+}
+
+/// With `max_tracked_keys = 50`, after requests from 300 loopback addresses, a new address's first
+/// requests all got 429 from the shared overflow bucket.
+#[tokio::test]
+async fn a_flood_of_addresses_does_not_starve_a_new_sender() {
+    let downstream = FakeDownstream::start().await;
+    let mut config = test_config(&downstream.url(""));
+    config.rate_limit.max_tracked_keys = 50;
+    config.rate_limit.per_second = 1;
+    config.rate_limit.burst = 5;
+    let gateway = TestGateway::start(config.clone()).await;
+    let unsigned = b"POST /github HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\n\r\n{}";
+    for i in 0..300u32 {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8));
+        let answer = raw_request(from, gateway.addr, unsigned).await;
+        assert_eq!(
+            answer.map(|a| a.0),
+            Some(401),
+            "the flood's requests are counted, then refused unsigned"
+        );
+    }
+    let newcomer = IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1));
+    for request in 1..=5 {
+        let answer = raw_request(
+            newcomer,
+            gateway.addr,
+            &signed_request(&config, &format!("d-new-{request}")),
+        )
+        .await;
+        assert_eq!(
+            answer,
+            Some((200, "forwarded".to_owned())),
+            "request {request} of a burst of 5"
+        );
+    }
+    gateway.stop().await;
+}
