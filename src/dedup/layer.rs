@@ -105,9 +105,12 @@ where
             // released.
             let delivery = store.clone().spawn_delivery(async move {
                 let result = inner.call(event).await;
-                for claim in claims.into_iter().flatten() {
-                    settle(&store, &source, claim, result.is_ok()).await;
-                }
+                // Both keys together: their commands go out in one pipeline.
+                let [id_claim, guard_claim] = claims;
+                futures_util::join!(
+                    settle_some(&store, &source, id_claim, result.is_ok()),
+                    settle_some(&store, &source, guard_claim, result.is_ok()),
+                );
                 result
             });
             match delivery.await {
@@ -140,32 +143,45 @@ enum Step {
 }
 
 async fn admit(store: &Arc<DedupStore>, source: &Arc<str>, event: &Event) -> Result<Admission, DedupError> {
-    let id_claim = match claim(store, source, &event.id, false).await? {
-        Step::Claimed(claim) => claim,
-        Step::Duplicate => return Ok(Admission::Duplicate),
-    };
     let Some(key) = event.verified.replay_key() else {
-        return Ok(Admission::Deliver([id_claim, None]));
+        return match claim(store, source, &event.id, false).await? {
+            Step::Claimed(claim) => Ok(Admission::Deliver([claim, None])),
+            Step::Duplicate => Ok(Admission::Duplicate),
+        };
     };
-    // The replay guard: the same signed material under another id is the same event.
+    // The replay guard: the same signed material under another id is the same event. Both keys are
+    // claimed at once (one pipeline, one round trip); the event goes on only when both are ours, and a
+    // key claimed for an event that does not go on is released.
     let guard_id = EventId::new(format!("replay:{}", hex::encode(key))).map_err(|_| DedupError::StoreUnavailable {
         retry_after: STORE_RETRY_AFTER,
     })?;
-    let guard = claim(store, source, &guard_id, true).await;
-    match guard {
-        Ok(Step::Claimed(guard_claim)) => Ok(Admission::Deliver([id_claim, guard_claim])),
-        Ok(Step::Duplicate) => {
-            if let Some(id_claim) = id_claim {
-                settle(store, source, id_claim, false).await;
-            }
-            Ok(Admission::Duplicate)
+    let (by_id, by_guard) = futures_util::join!(
+        claim(store, source, &event.id, false),
+        claim(store, source, &guard_id, true)
+    );
+    match (by_id, by_guard) {
+        (Ok(Step::Claimed(id_claim)), Ok(Step::Claimed(guard_claim))) => {
+            Ok(Admission::Deliver([id_claim, guard_claim]))
         }
-        Err(error) => {
-            if let Some(id_claim) = id_claim {
-                settle(store, source, id_claim, false).await;
+        (by_id, by_guard) => {
+            // Not both ours: give back what is, then answer as the id says first, then the guard.
+            let mut answer = Ok(Admission::Duplicate);
+            for found in [by_id, by_guard].into_iter().rev() {
+                match found {
+                    Ok(Step::Claimed(claim)) => settle_some(store, source, claim, false).await,
+                    Ok(Step::Duplicate) => answer = Ok(Admission::Duplicate),
+                    Err(error) => answer = Err(error),
+                }
             }
-            Err(error)
+            answer
         }
+    }
+}
+
+/// [`settle`] for a claim that may be absent (delivering without dedup, or the guard off).
+async fn settle_some(store: &DedupStore, source: &str, claim: Option<Claim>, delivered: bool) {
+    if let Some(claim) = claim {
+        settle(store, source, claim, delivered).await;
     }
 }
 
