@@ -14,7 +14,8 @@
 //! - [`peer`]: who sent a request (peer address, resolved client), as request extensions.
 //! - [`ingress`]: client IP, route (404/405), load shedding (503), allowlist (403), rate limit (429). All
 //!   before the body is read.
-//! - [`body`]: the body limit (413) and the body read, with its deadline (408).
+//! - [`body`]: the body limit (413), the process's body budget (503), and the body read, with its minimum
+//!   rate and deadline (408).
 //! - [`verify`]: signature verification (401) and the event id (400); the only builder of `Verified`.
 //! - [`dedup`]: two-phase claim, commit or release of event ids (200 duplicate, 409, 503), in memory or Redis.
 //! - [`forward`]: downstream handlers (`http`, `queue`, `stdout`); 502/504.
@@ -32,6 +33,10 @@
 //! - **event**: a verified request with its event id ([`verify::event_id::Event`]).
 //! - **claim**: an event id marked in flight under a lease; **commit** marks it done for the dedup TTL,
 //!   **release** deletes it so that the sender's retry goes through.
+//! - **replay guard**: a second key claimed, committed and released with the event id: the hash of what the
+//!   signature covered, for sources whose event id is not signed ([`verify::Verified::replay_key`]).
+//! - **unknown client**: the client of a request whose forwarding header could not be read where the client
+//!   should be (`::`, [`ingress::client_ip::UNKNOWN_CLIENT`]); never the proxy.
 //! - **handler**: where a source's events go: `http`, `queue`, `stdout` (or `discard`, for benchmarks).
 //! - **delivered**: what a handler did with an event (forwarded, or queued).
 //! - **outcome**: what the sender is told, the `x-hookgate-outcome` header and the `outcome` label.

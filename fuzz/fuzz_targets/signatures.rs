@@ -38,15 +38,7 @@ fuzz_target!(|data: &[u8]| {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    let kinds = [
-        SchemeKind::Stripe,
-        SchemeKind::Github,
-        SchemeKind::Shopify,
-        SchemeKind::Slack,
-        SchemeKind::Standard,
-        SchemeKind::Hmac,
-    ];
-    let kind = kinds[usize::from(selector) % kinds.len()];
+    let kind = SchemeKind::ALL[usize::from(selector) % SchemeKind::ALL.len()];
     let secret = if kind == SchemeKind::Standard {
         "whsec_ZnV6ei1zZWNyZXQtMDEyMzQ1Njc4OQ=="
     } else {

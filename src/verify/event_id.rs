@@ -24,7 +24,7 @@ pub enum EventIdError {
     /// The body is not JSON, so the pointer cannot be read.
     BodyNotJson(String),
     #[error("the event id is empty, longer than {MAX_LEN} bytes, or not printable ASCII")]
-    /// Empty, longer than 256 bytes, or not printable ASCII.
+    /// Empty, longer than [`MAX_LEN`] bytes, or not printable ASCII.
     Invalid,
 }
 
@@ -42,7 +42,7 @@ pub struct Event {
 pub struct EventId(String);
 
 impl EventId {
-    /// An event id, if `id` is 1 to 256 printable ASCII characters.
+    /// An event id, if `id` is 1 to [`MAX_LEN`] printable ASCII characters.
     pub fn new(id: String) -> Result<Self, EventIdError> {
         let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
         if id.is_empty() || id.len() > MAX_LEN || !printable {

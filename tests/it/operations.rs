@@ -268,17 +268,7 @@ async fn a_reload_serves_a_renewed_certificate() {
     let (tls, old_roots) = certificate(&dir);
     let mut config = test_config(&downstream.url(""));
     config.server.tls = Some(tls.clone());
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nmin_version = \"1.3\"\n{}",
-        tls.cert_file,
-        tls.key_file,
-        ONE_SOURCE
-            .split("[[source]]")
-            .nth(1)
-            .map(|s| format!("[[source]]{s}"))
-            .expect("source")
-            .replace("DOWNSTREAM", &downstream.url(""))
-    );
+    let text = tls_config_text(&tls, &downstream, "0", "0");
     let path = temp_file("tls-reload.toml", &text);
     let gateway = TestGateway::start_from(config::load(&path).expect("valid"), &path).await;
     tls_request(gateway.addr, old_roots.clone(), &[&rustls::version::TLS13])
@@ -397,15 +387,10 @@ async fn sighup_reloads_the_running_binary() {
     );
 }
 
-/// `--watch-config` watched the config file only: a certificate renewed in place (by cert-manager, say)
-/// was not served until the next SIGHUP or restart.
-#[tokio::test]
-async fn watch_config_serves_a_certificate_renewed_in_place() {
-    let downstream = FakeDownstream::start().await;
-    let dir = temp_dir("tls-watch");
-    let (tls, old_roots) = certificate(&dir);
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:PUBLIC\"\nadmin_listen = \"127.0.0.1:ADMIN\"\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nmin_version = \"1.3\"\n{}",
+/// A config of `ONE_SOURCE`'s source served over TLS 1.3 with `tls`, on the given ports (or placeholders).
+fn tls_config_text(tls: &TlsConfig, downstream: &FakeDownstream, public: &str, admin: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{public}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nmin_version = \"1.3\"\n{}",
         tls.cert_file,
         tls.key_file,
         ONE_SOURCE
@@ -414,7 +399,17 @@ async fn watch_config_serves_a_certificate_renewed_in_place() {
             .map(|s| format!("[[source]]{s}"))
             .expect("source")
             .replace("DOWNSTREAM", &downstream.url(""))
-    );
+    )
+}
+
+/// `--watch-config` watched the config file only: a certificate renewed in place (by cert-manager, say)
+/// was not served until the next SIGHUP or restart.
+#[tokio::test]
+async fn watch_config_serves_a_certificate_renewed_in_place() {
+    let downstream = FakeDownstream::start().await;
+    let dir = temp_dir("tls-watch");
+    let (tls, old_roots) = certificate(&dir);
+    let text = tls_config_text(&tls, &downstream, "PUBLIC", "ADMIN");
     let serving = process::serve("tls-watch", &text, &["--watch-config"]).await;
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], serving.public).into();
     tls_request(addr, old_roots, &[&rustls::version::TLS13])
