@@ -205,7 +205,7 @@ impl Rejection {
             Rejection::Dedup(DedupError::StoreUnavailable { .. }) => Outcome::Unavailable,
             Rejection::Forward(ForwardError::Timeout(_)) => Outcome::DownstreamTimeout,
             // The queue could not take the event: nothing failed downstream, the sender should come back.
-            Rejection::Forward(ForwardError::Enqueue(_)) => Outcome::Unavailable,
+            Rejection::Forward(ForwardError::Enqueue(_) | ForwardError::QueueFull) => Outcome::Unavailable,
             Rejection::Forward(_) => Outcome::DownstreamError,
         }
     }
@@ -238,6 +238,7 @@ impl Rejection {
                 ForwardError::Status(_) => "downstream_error:status_other",
                 ForwardError::Io(_) => "downstream_error:io",
                 ForwardError::Enqueue(_) => "unavailable:queue",
+                ForwardError::QueueFull => "unavailable:queue_full",
             },
             Rejection::Overloaded(_) => "unavailable:overloaded",
             Rejection::Dedup(DedupError::StoreUnavailable { .. }) => "unavailable:dedup_store",
@@ -253,7 +254,7 @@ impl Rejection {
             Rejection::Overloaded(Overloaded { retry_after, .. })
             | Rejection::Dedup(DedupError::InFlight { retry_after })
             | Rejection::Dedup(DedupError::StoreUnavailable { retry_after }) => Some(*retry_after),
-            Rejection::Forward(ForwardError::Enqueue(_)) => Some(Duration::from_secs(5)),
+            Rejection::Forward(ForwardError::Enqueue(_) | ForwardError::QueueFull) => Some(Duration::from_secs(5)),
             Rejection::Body(BodyError::OverBudget) => Some(crate::body::BUDGET_RETRY_AFTER),
             _ => None,
         }

@@ -86,8 +86,9 @@ pub struct QueueConfig {
     /// Deliveries in flight at once, per source, per replica. Default 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Cap on the stream's length (approximate trimming). Default: no cap. A cap drops the oldest
-    /// undelivered events when it is reached: set it only as a guard against unbounded growth.
+    /// Most undelivered events the queue holds (in the stream and waiting for a retry). At the cap an
+    /// append is refused with `503 unavailable` (reason `queue_full`), so the sender retries later; an
+    /// acknowledged event is never trimmed away. Default: no cap.
     #[serde(default)]
     pub maxlen: Option<u64>,
 }

@@ -42,6 +42,9 @@ pub enum ForwardError {
     #[error("cannot append the event to the queue: {0}")]
     /// The queue could not take the event.
     Enqueue(String),
+    /// The queue holds `maxlen` undelivered events: refused, never trimmed.
+    #[error("the queue is full (maxlen undelivered events)")]
+    QueueFull,
 }
 
 /// One accepted event on its way to a handler, with what the gateway learned about it.

@@ -478,3 +478,54 @@ async fn sigkill_during_a_delivery_delivers_at_least_once() {
             .all(|r| r.header("x-hookgate-event-id") == Some("crash-2"))
     );
 }
+
+/// `maxlen` trimmed the oldest entries, pending ones included: events answered `202 queued` vanished (of
+/// 350 with `maxlen = 100`, 249 were never delivered). Now the queue refuses the append at the cap, and
+/// every event it acknowledged is delivered.
+#[tokio::test]
+async fn at_maxlen_appends_are_refused_and_nothing_acknowledged_is_lost() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.answer(&[503]);
+    let config = queued(&downstream.url(""), &redis, "qfull", |q| {
+        q.maxlen = Some(10);
+        q.max_attempts = 1000;
+        q.backoff.initial = Duration::from_millis(20);
+        q.backoff.max = Duration::from_millis(100);
+    });
+    let gateway = TestGateway::start(config.clone()).await;
+    let mut queued_ids = Vec::new();
+    let mut refused = 0;
+    for i in 0..35 {
+        let id = format!("full-{i}");
+        let reply = send(&gateway, &config, "qfull", &id).await;
+        match reply.status.as_u16() {
+            202 => queued_ids.push(id),
+            503 => {
+                reply.assert(503, "unavailable");
+                assert_eq!(reply.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"5"[..]));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {:?}", reply.body),
+        }
+    }
+    assert_eq!(queued_ids.len(), 10, "exactly maxlen acknowledged");
+    assert_eq!(refused, 25);
+    // The downstream comes back: every acknowledged event arrives.
+    downstream.answer(&[200]);
+    let switched = std::time::Instant::now();
+    let delivered = || {
+        let got: std::collections::BTreeSet<String> = downstream
+            .received()
+            .iter()
+            .filter(|r| r.at >= switched)
+            .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
+            .collect();
+        queued_ids.iter().all(|id| got.contains(id))
+    };
+    assert!(
+        until(Duration::from_secs(20), delivered).await,
+        "every 202 is delivered"
+    );
+    gateway.stop().await;
+}

@@ -152,15 +152,32 @@ impl Queue {
     /// Appends a verified event. `Ok` means Redis has it.
     pub(crate) async fn enqueue(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let envelope = Envelope::new(delivery);
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.keys.stream);
-        if let Some(maxlen) = self.config.maxlen {
-            cmd.arg("MAXLEN").arg("~").arg(maxlen);
-        }
-        cmd.arg("*").arg(FIELD).arg(envelope.to_json());
-        let append = self.redis.query::<String>(&cmd);
+        let append = async {
+            match self.config.maxlen {
+                // Never trim: at `maxlen` undelivered entries the append is refused, and the sender retries.
+                Some(maxlen) => {
+                    let mut invocation = self.scripts.append.prepare_invoke();
+                    invocation
+                        .key(&self.keys.stream)
+                        .key(&self.keys.delayed)
+                        .arg(maxlen)
+                        .arg(FIELD)
+                        .arg(envelope.to_json());
+                    self.redis
+                        .invoke::<i64>(&invocation)
+                        .await
+                        .map(|appended| appended == 1)
+                }
+                None => {
+                    let mut cmd = redis::cmd("XADD");
+                    cmd.arg(&self.keys.stream).arg("*").arg(FIELD).arg(envelope.to_json());
+                    self.redis.query::<String>(&cmd).await.map(|_| true)
+                }
+            }
+        };
         match tokio::time::timeout(QUEUE_APPEND_TIMEOUT, append).await {
-            Ok(Ok(_)) => Ok(Delivered::Queued),
+            Ok(Ok(true)) => Ok(Delivered::Queued),
+            Ok(Ok(false)) => Err(ForwardError::QueueFull),
             Ok(Err(e)) => Err(ForwardError::Enqueue(e)),
             Err(_) => Err(ForwardError::Enqueue(format!(
                 "redis did not answer within {QUEUE_APPEND_TIMEOUT:?}"

@@ -7,6 +7,15 @@ pub(super) const GROUP: &str = "hookgate";
 /// The field of a stream entry that holds its envelope.
 pub(super) const FIELD: &str = "e";
 
+/// Appends an envelope unless the queue already holds `maxlen` undelivered entries (in the stream or
+/// waiting for a retry): an acknowledged event is never trimmed away. 1 when appended, 0 when full.
+pub(super) const APPEND: &str = r"
+if redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
+return 1";
+
 pub(super) const ACK: &str = r"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])";
@@ -49,6 +58,7 @@ return 0";
 
 /// The scripts, loaded once per queue.
 pub(super) struct Scripts {
+    pub(super) append: Script,
     pub(super) ack: Script,
     pub(super) retry: Script,
     pub(super) bury: Script,
@@ -60,6 +70,7 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         Scripts {
+            append: Script::new(APPEND),
             ack: Script::new(ACK),
             retry: Script::new(RETRY),
             bury: Script::new(BURY),
