@@ -86,6 +86,35 @@ impl Drop for ConnectionSlot {
 mod tests {
     use super::*;
 
+    /// One host may own a whole /64: its addresses share one cap, as in the rate limit; and the global cap
+    /// holds whoever connects.
+    #[test]
+    fn ipv6_clients_are_capped_by_their_64_and_all_by_the_global_cap() {
+        let limit = Arc::new(ConnectionLimit::new(2, 3, 64, Vec::new()));
+        let a = limit
+            .acquire("2001:db8::1".parse().expect("ip"))
+            .expect("first of the /64");
+        let _b = limit
+            .acquire("2001:db8::ffff:2".parse().expect("ip"))
+            .expect("second of the /64");
+        assert!(
+            limit.acquire("2001:db8::3".parse().expect("ip")).is_none(),
+            "the /64's third"
+        );
+        let _c = limit
+            .acquire("2001:db8:1::1".parse().expect("ip"))
+            .expect("another /64");
+        assert!(
+            limit.acquire("198.51.100.1".parse().expect("ip")).is_none(),
+            "the global cap of 3"
+        );
+        drop(a);
+        assert!(
+            limit.acquire("198.51.100.1".parse().expect("ip")).is_some(),
+            "a slot came free"
+        );
+    }
+
     #[test]
     fn the_cap_is_per_address_and_released_on_drop() {
         let limit = Arc::new(ConnectionLimit::new(
