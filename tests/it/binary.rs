@@ -299,3 +299,53 @@ async fn echo_counts_what_it_received_and_probe_reports_health() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains(&port.to_string()));
 }
+
+/// Configs that used to load and leave a hole: an `hmac` timestamp that is not signed, a tolerance past
+/// the dedup TTL, a key anyone could guess, a lease shorter than a delivery. The binary refuses each,
+/// naming the key.
+#[tokio::test]
+async fn check_config_refuses_configs_that_would_weaken_verification() {
+    let source = |extra: &str, scheme: &str, secret: &str| {
+        format!(
+            "[[source]]\nname = \"s\"\npath = \"/s\"\nscheme = \"{scheme}\"\nsecrets = [\"{secret}\"]\n{extra}forward = {{ kind = \"stdout\" }}\n"
+        )
+    };
+    let cases = [
+        (
+            source(
+                "event_id = \"header:x-id\"\nhmac = { header = \"x-sig\", timestamp_header = \"x-ts\" }\n",
+                "hmac",
+                "a-secret-of-enough-bytes",
+            ),
+            "hmac.timestamp_header",
+        ),
+        (
+            format!(
+                "[dedup]\nttl = \"1h\"\n{}",
+                source("tolerance = \"2h\"\n", "stripe", "whsec_a-secret-of-enough-bytes")
+            ),
+            "tolerance",
+        ),
+        (source("", "standard", "whsec_"), "secrets"),
+        (source("", "github", "short-secret"), "secrets"),
+        (
+            format!(
+                "[dedup]\nlease = \"2s\"\n{}",
+                source("", "github", "a-secret-of-enough-bytes")
+            ),
+            "dedup.lease",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = temp_file(&format!("weak-{i}.toml"), text);
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .await
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} loaded:\n{text}");
+        assert!(err.contains(key), "case {i}: {err}");
+    }
+}
