@@ -103,7 +103,7 @@ where
             // bounded by the handler's timeout, even when the sender hangs up: the application may already
             // be doing the work, and the sender's retry must then find the id in flight or done, never
             // released.
-            let delivery = store.clone().spawn_delivery(async move {
+            let delivery = store.clone().spawn_delivery(Box::pin(async move {
                 let result = inner.call(event).await;
                 // Both keys together: their commands go out in one pipeline.
                 let [id_claim, guard_claim] = claims;
@@ -112,7 +112,7 @@ where
                     settle_some(&store, &source, guard_claim, result.is_ok()),
                 );
                 result
-            });
+            }));
             match delivery.await {
                 Ok(Some(result)) => result,
                 // A panic below is the catch-panic layer's to answer.

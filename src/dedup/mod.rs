@@ -168,11 +168,12 @@ impl DedupStore {
 
     /// Runs a claimed event's delivery (and its commit or release) in a task of its own, so that it ends
     /// the same whether or not the sender still waits. `None` when shutdown cut it.
-    pub(crate) fn spawn_delivery<F>(&self, delivery: F) -> tokio::task::JoinHandle<Option<F::Output>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
+    pub(crate) fn spawn_delivery<T: Send + 'static>(
+        &self,
+        delivery: std::pin::Pin<Box<dyn Future<Output = T> + Send>>,
+    ) -> tokio::task::JoinHandle<Option<T>> {
+        // The delivery comes boxed: its future holds the handler's (several KB), and each move of it on
+        // the way into the task would copy all of that.
         let cut = self.cut.clone();
         self.deliveries.spawn(async move {
             tokio::select! {
