@@ -14,6 +14,11 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// The client of a request whose forwarding header, from a trusted proxy, could not be read where the
+/// client should be (and of a request with no resolved client at all): the unspecified address `::`. No
+/// allowlist of real ranges contains it, and all such requests share one rate-limit bucket.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
 /// The key a client is counted under, by the rate limit, the per-client in-flight cap and the per-client
 /// connection cap alike: an IPv4 address as it is, an IPv6 address by its first `ipv6_prefix` bits (one
 /// host may own a whole /64).

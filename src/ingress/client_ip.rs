@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use crate::config::ClientIpHeader;
 use crate::peer::FORWARDED_FOR;
-pub use crate::peer::{ClientIp, PeerAddr};
+pub use crate::peer::{ClientIp, PeerAddr, UNKNOWN_CLIENT};
 
 #[derive(Debug, Clone)]
 /// Resolves the client IP from the peer address and, from trusted proxies only, one header.
@@ -90,11 +90,6 @@ impl Resolver {
 
 /// Reads one entry of a forwarding header.
 type ReadEntry = fn(&[u8]) -> Option<IpAddr>;
-
-/// The client of a request whose forwarding header, from a trusted proxy, could not be read where the
-/// client should be: the unspecified address `::`. No allowlist of real ranges contains it, and all such
-/// requests share one rate-limit bucket.
-pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 /// An address, optionally with a port or in brackets, with spaces around: `1.2.3.4`, `1.2.3.4:80`,
 /// `[::1]`, `[::1]:80`. Anything that is not ASCII is not an address.

@@ -37,10 +37,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(10);
 /// configured prefix.
 type Key = u128;
 
-fn key(ip: IpAddr, ipv6_prefix: u8) -> Key {
-    crate::peer::client_key(ip, ipv6_prefix)
-}
-
 /// governor's DashMap store with a cap: past it, a new key evicts the longest tracked one.
 #[derive(Debug)]
 pub struct BoundedStore {
@@ -162,7 +158,7 @@ impl<C: Clock + Clone> Limiter<C> {
     pub fn check(&self, ip: IpAddr) -> Result<(), Refused> {
         let wait = |not_until: governor::NotUntil<C::Instant>| not_until.wait_time_from(self.clock.now());
         self.per_ip
-            .check_key(&key(ip, self.ipv6_prefix))
+            .check_key(&crate::peer::client_key(ip, self.ipv6_prefix))
             .map_err(|n| Refused::PerIp(wait(n)))?;
         if let Some(total) = &self.total {
             total.check().map_err(|n| Refused::Total(wait(n)))?;
@@ -285,6 +281,7 @@ mod tests {
     use governor::clock::FakeRelativeClock;
 
     use super::*;
+    use crate::peer::client_key as key;
 
     #[tokio::test]
     async fn the_layer_answers_429_with_the_wait_once_the_bucket_is_spent() {

@@ -18,7 +18,7 @@ use futures_util::future::Either;
 use http::Request;
 use tower::{Layer, Service};
 
-use crate::peer::{ClientIp, client_key};
+use crate::peer::{ClientIp, UNKNOWN_CLIENT, client_key};
 
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -152,7 +152,7 @@ where
             }
             .into())))
         };
-        let client = req.extensions().get::<ClientIp>().map_or(UNKNOWN, |c| c.0);
+        let client = req.extensions().get::<ClientIp>().map_or(UNKNOWN_CLIENT, |c| c.0);
         let Some(client_slot) = self.clients.acquire(client) else {
             return refuse(true);
         };
@@ -167,8 +167,6 @@ where
         })
     }
 }
-
-const UNKNOWN: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 pin_project_lite::pin_project! {
     /// The inner future, with the slots it holds.
