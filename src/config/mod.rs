@@ -13,7 +13,7 @@ pub mod server;
 pub mod source;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -211,40 +211,36 @@ impl Config {
                     ),
                 ));
             }
-            let handler_timeout = match &source.forward {
-                ForwardConfig::Http { timeout, .. } => Some(*timeout),
-                ForwardConfig::Queue(_) => Some(forward::QUEUE_APPEND_TIMEOUT),
-                ForwardConfig::Stdout {} => Some(forward::STDOUT_WRITE_TIMEOUT),
-                ForwardConfig::Discard {} => None,
-            };
-            if let Some(timeout) = handler_timeout
-                && !matches!(source.forward, ForwardConfig::Http { .. })
-                && timeout >= self.dedup.lease
-            {
-                return Err((
-                    "dedup.lease".into(),
+            // A claim must outlive the delivery it guards. The `http` timeout is the source's own setting, so
+            // the error names it; the queue append and the stdout write have fixed timeouts, so the lease is
+            // what to raise.
+            let lease = self.dedup.lease;
+            let too_short = |timeout: Duration, what: &str| {
+                (
+                    "dedup.lease".to_owned(),
                     format!(
-                        "must be longer than {timeout:?}, the longest {} delivery of source {:?}: a claim must \
+                        "must be longer than {timeout:?}, the longest {what} delivery of source {:?}: a claim must \
                          outlive the delivery it guards",
-                        if matches!(source.forward, ForwardConfig::Queue(_)) {
-                            "queue append"
-                        } else {
-                            "stdout write"
-                        },
                         source.name
                     ),
-                ));
-            }
-            if let ForwardConfig::Http { timeout, .. } = &source.forward
-                && *timeout >= self.dedup.lease
-            {
-                return Err((
-                    key("forward.timeout"),
-                    format!(
-                        "must be shorter than dedup.lease ({:?}): a claim must outlive the delivery it guards",
-                        self.dedup.lease
-                    ),
-                ));
+                )
+            };
+            match &source.forward {
+                ForwardConfig::Http { timeout, .. } if *timeout >= lease => {
+                    return Err((
+                        key("forward.timeout"),
+                        format!(
+                            "must be shorter than dedup.lease ({lease:?}): a claim must outlive the delivery it guards"
+                        ),
+                    ));
+                }
+                ForwardConfig::Queue(_) if forward::QUEUE_APPEND_TIMEOUT >= lease => {
+                    return Err(too_short(forward::QUEUE_APPEND_TIMEOUT, "queue append"));
+                }
+                ForwardConfig::Stdout {} if forward::STDOUT_WRITE_TIMEOUT >= lease => {
+                    return Err(too_short(forward::STDOUT_WRITE_TIMEOUT, "stdout write"));
+                }
+                _ => {}
             }
             if let Some(j) = self.sources[..i].iter().position(|s| s.name == source.name) {
                 return Err((key("name"), format!("repeats the name of source[{j}]")));
