@@ -11,18 +11,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::gateway::test_config;
 use crate::common::process;
-use crate::common::{FakeDownstream, Sender, TestGateway, event_body, sign};
-
-/// Waits, at most `deadline`, until `ready` holds.
-async fn until(deadline: Duration, mut ready: impl FnMut() -> bool) {
-    tokio::time::timeout(deadline, async {
-        while !ready() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the condition held before its deadline");
-}
+use crate::common::{FakeDownstream, Sender, TestGateway, event_body, sign, until};
 
 /// GitHub signs the body only: a seen request resent with a fresh `X-GitHub-Delivery` is the same event.
 #[tokio::test]
@@ -103,7 +92,10 @@ async fn a_sender_hanging_up_mid_delivery_does_not_make_its_retry_a_second_deliv
         let (headers, body) = (headers.clone(), body.clone());
         async move { impatient.try_post(&url, headers, body).await }
     });
-    until(Duration::from_secs(5), || downstream.received().len() == 1).await;
+    assert!(
+        until(Duration::from_secs(5), || downstream.received().len() == 1).await,
+        "the downstream got the first delivery"
+    );
     first.abort();
     let _ = first.await;
 

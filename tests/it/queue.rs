@@ -14,7 +14,7 @@ use crate::common::downstream::Received;
 use crate::common::gateway::test_config;
 use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
-use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign};
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign, until};
 
 fn queue_settings(url: String) -> QueueConfig {
     QueueConfig {
@@ -50,18 +50,6 @@ async fn send(gateway: &TestGateway, config: &Config, name: &str, id: &str) -> R
     Sender::default()
         .post(&gateway.url("/github"), sign(config, name, &body, id), body)
         .await
-}
-
-/// Waits, at most `limit`, until `done` holds.
-async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
 }
 
 /// The queue of `source` in `config`, for its statistics and dead letters, built as `serve` builds it.

@@ -97,6 +97,18 @@ pub fn sign(config: &Config, source: &str, body: &[u8], id: &str) -> HeaderMap {
 }
 
 /// A JSON body that carries `id` where Stripe (`/id`) and Slack (`/event_id`) put it.
+/// Waits, at most `limit`, until `done` holds; whether it did.
+pub async fn until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}
+
 pub fn event_body(id: &str) -> Vec<u8> {
     format!("{{\"id\":\"{id}\",\"event_id\":\"{id}\",\"type\":\"test.event\",\"data\":{{\"note\":\"caf\u{e9} \u{2603}\",\"n\":1}}}}").into_bytes()
 }
