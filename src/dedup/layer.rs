@@ -144,7 +144,7 @@ enum Step {
 
 async fn admit(store: &Arc<DedupStore>, source: &Arc<str>, event: &Event) -> Result<Admission, DedupError> {
     let Some(key) = event.verified.replay_key() else {
-        return match claim(store, source, &event.id, false).await? {
+        return match claim(store, source, &event.id, &ID_LABELS).await? {
             Step::Claimed(claim) => Ok(Admission::Deliver([claim, None])),
             Step::Duplicate => Ok(Admission::Duplicate),
         };
@@ -156,8 +156,8 @@ async fn admit(store: &Arc<DedupStore>, source: &Arc<str>, event: &Event) -> Res
         retry_after: STORE_RETRY_AFTER,
     })?;
     let (by_id, by_guard) = futures_util::join!(
-        claim(store, source, &event.id, false),
-        claim(store, source, &guard_id, true)
+        claim(store, source, &event.id, &ID_LABELS),
+        claim(store, source, &guard_id, &GUARD_LABELS)
     );
     match (by_id, by_guard) {
         (Ok(Step::Claimed(id_claim)), Ok(Step::Claimed(guard_claim))) => {
@@ -185,42 +185,55 @@ async fn settle_some(store: &DedupStore, source: &str, claim: Option<Claim>, del
     }
 }
 
-/// Claims one key: the event id, or the replay guard's (`guard`), whose results are counted apart
-/// (`replay_duplicate` is a replay stopped).
-async fn claim(store: &Arc<DedupStore>, source: &Arc<str>, id: &EventId, guard: bool) -> Result<Step, DedupError> {
-    let result = |name: &'static str| -> &'static str {
-        if !guard {
-            return name;
-        }
-        match name {
-            "claimed" => "replay_claimed",
-            "duplicate" => "replay_duplicate",
-            "in_flight" => "replay_in_flight",
-            "store_error_accepted" => "replay_store_error_accepted",
-            _ => "replay_store_error_rejected",
-        }
-    };
+/// The `result` labels of one key's claims in `hookgate_dedup_total`: the event id's, or the replay
+/// guard's, counted apart (`replay_duplicate` is a replay stopped).
+struct Labels {
+    claimed: &'static str,
+    duplicate: &'static str,
+    in_flight: &'static str,
+    store_error_accepted: &'static str,
+    store_error_rejected: &'static str,
+}
+
+const ID_LABELS: Labels = Labels {
+    claimed: "claimed",
+    duplicate: "duplicate",
+    in_flight: "in_flight",
+    store_error_accepted: "store_error_accepted",
+    store_error_rejected: "store_error_rejected",
+};
+
+const GUARD_LABELS: Labels = Labels {
+    claimed: "replay_claimed",
+    duplicate: "replay_duplicate",
+    in_flight: "replay_in_flight",
+    store_error_accepted: "replay_store_error_accepted",
+    store_error_rejected: "replay_store_error_rejected",
+};
+
+/// Claims one key, counting the result under `labels`.
+async fn claim(store: &Arc<DedupStore>, source: &Arc<str>, id: &EventId, labels: &Labels) -> Result<Step, DedupError> {
     match store.claim(source, id).await {
         Ok(ClaimResult::Claimed(claim)) => {
-            crate::metrics::dedup(source, result("claimed"));
+            crate::metrics::dedup(source, labels.claimed);
             Ok(Step::Claimed(Some(claim)))
         }
         Ok(ClaimResult::Duplicate) => {
-            crate::metrics::dedup(source, result("duplicate"));
+            crate::metrics::dedup(source, labels.duplicate);
             Ok(Step::Duplicate)
         }
         Ok(ClaimResult::InFlight { retry_after }) => {
-            crate::metrics::dedup(source, result("in_flight"));
+            crate::metrics::dedup(source, labels.in_flight);
             Err(DedupError::InFlight { retry_after })
         }
         Err(error) => {
             let accept = store.on_error() == OnStoreError::Accept;
             let (outcome, action) = if accept {
-                ("store_error_accepted", "forwarding without dedup")
+                (labels.store_error_accepted, "forwarding without dedup")
             } else {
-                ("store_error_rejected", "answering 503")
+                (labels.store_error_rejected, "answering 503")
             };
-            crate::metrics::dedup(source, result(outcome));
+            crate::metrics::dedup(source, outcome);
             if store.should_warn() {
                 tracing::warn!(%source, store = store.kind(), %error, "dedup store unavailable; {action}");
             }
