@@ -199,14 +199,8 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
                 .redis
                 .clone()
                 .ok_or(("forward.kind", "a queue needs a Redis client".to_owned()))?;
-            let queue = Queue::new(
-                &config.name,
-                redis,
-                &global.dedup.key_prefix,
-                queue.clone(),
-                backends.http.clone(),
-            )
-            .map_err(|e| ("forward.url", e))?;
+            let queue = Queue::new(&config.name, redis, &global.dedup, queue.clone(), backends.http.clone())
+                .map_err(|e| ("forward.url", e))?;
             Handler::Queue(Arc::new(queue))
         }
     };

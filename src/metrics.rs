@@ -33,6 +33,8 @@ pub const RATELIMIT_TRACKED_KEYS: &str = "hookgate_ratelimit_tracked_keys";
 pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 /// Queue deliveries by source and result.
 pub const QUEUE_DELIVERIES_TOTAL: &str = "hookgate_queue_deliveries_total";
+/// Queue entries found deleted while pending: events acknowledged and never delivered.
+pub const QUEUE_LOST_TOTAL: &str = "hookgate_queue_lost_total";
 /// Entries in a source's stream.
 pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
 /// Entries read by a worker and not yet settled.
@@ -154,7 +156,11 @@ fn describe() {
     );
     describe_counter!(
         QUEUE_DELIVERIES_TOTAL,
-        "Queue delivery attempts by source and result: delivered, retry, dead, unsettled."
+        "Queue delivery attempts by source and result: delivered, retry, dead, superseded, unsettled."
+    );
+    describe_counter!(
+        QUEUE_LOST_TOTAL,
+        "Queue entries found deleted while still pending: acknowledged events that were never delivered."
     );
     describe_gauge!(
         QUEUE_DEPTH,
@@ -220,9 +226,15 @@ pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }
 
-/// `result` is `delivered`, `retry`, `dead` or `unsettled`.
+/// `result` is `delivered`, `retry`, `dead`, `superseded` (another replica settled it first) or
+/// `unsettled`.
 pub fn queue_delivery(source: &Arc<str>, result: &'static str) {
     counter!(QUEUE_DELIVERIES_TOTAL, "source" => source.clone(), "result" => result).increment(1);
+}
+
+/// `count` queue entries of `source` were found deleted while pending.
+pub fn queue_lost(source: &Arc<str>, count: usize) {
+    counter!(QUEUE_LOST_TOTAL, "source" => source.clone()).increment(u64::try_from(count).unwrap_or(u64::MAX));
 }
 
 /// A source's queue figures, read from Redis.

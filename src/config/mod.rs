@@ -242,6 +242,22 @@ impl Config {
                 }
                 _ => {}
             }
+            // An entry is pending from the moment it is read until its settling script has run: at most the
+            // delivery's timeout plus one Redis call. Taken over sooner, it would be delivered twice.
+            if let ForwardConfig::Queue(queue) = &source.forward {
+                let longest = queue.timeout + self.dedup.timeout;
+                if queue.reclaim_after <= longest {
+                    return Err((
+                        key("forward.reclaim_after"),
+                        format!(
+                            "must be longer than {longest:?}, the longest a delivery can take (forward.timeout \
+                             {:?}, then settling it in Redis within dedup.timeout {:?}): a delivery still running \
+                             must not be taken over",
+                            queue.timeout, self.dedup.timeout
+                        ),
+                    ));
+                }
+            }
             if let Some(j) = self.sources[..i].iter().position(|s| s.name == source.name) {
                 return Err((key("name"), format!("repeats the name of source[{j}]")));
             }
@@ -329,12 +345,6 @@ impl SourceConfig {
                 return Err((
                     "forward",
                     "timeout, max_attempts and concurrency must be at least 1".into(),
-                ));
-            }
-            if queue.reclaim_after <= queue.timeout {
-                return Err((
-                    "forward.reclaim_after",
-                    "must be longer than forward.timeout: a delivery still running must not be taken over".into(),
                 ));
             }
             let backoff = &queue.backoff;
@@ -590,6 +600,28 @@ mod tests {
                 .to_string()
                 .contains("reclaim_after")
         );
+    }
+
+    /// `reclaim_after` was checked against the delivery timeout alone: an entry could be taken over while
+    /// its first delivery was settling in Redis, or (reading before waiting for a slot) while it waited for
+    /// one, and be delivered twice.
+    #[test]
+    fn reclaim_after_must_exceed_a_delivery_and_its_settling() {
+        let text = |reclaim: &str| {
+            format!(
+                "[dedup]\nstore = \"redis\"\ntimeout = \"2s\"\n{}",
+                MINIMAL.replace(
+                    "kind = \"stdout\"",
+                    &format!("kind = \"queue\", url = \"http://x/\", timeout = \"3s\", reclaim_after = \"{reclaim}\""),
+                )
+            )
+        };
+        let err = parse_str(&text("4s")).expect_err("3 s + 2 s > 4 s").to_string();
+        assert!(
+            err.contains("forward.reclaim_after") && err.contains("5s") && err.contains("dedup.timeout"),
+            "{err}"
+        );
+        parse_str(&text("5100ms")).expect("longer than a delivery and its settling");
     }
 
     #[test]

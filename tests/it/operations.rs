@@ -13,19 +13,12 @@ use tokio::net::TcpStream;
 use crate::common::gateway::test_config;
 use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
-use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign, temp_dir, temp_file};
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+use crate::common::{
+    FakeDownstream, Reply, Sender, TestGateway, event_body, metric, scrape, sign, temp_dir, temp_file,
+};
 
 async fn metrics(gateway: &TestGateway) -> String {
-    let reply = Sender::default()
-        .send("GET", &gateway.admin_url("/metrics"), HeaderMap::new(), "")
-        .await;
-    String::from_utf8_lossy(&reply.body).into_owned()
+    scrape(&gateway.admin_url("/metrics")).await
 }
 
 #[tokio::test]

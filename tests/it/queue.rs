@@ -14,7 +14,7 @@ use crate::common::downstream::Received;
 use crate::common::gateway::test_config;
 use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
-use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, sign, until};
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, metric, scrape, sign, until};
 
 fn queue_settings(url: String) -> QueueConfig {
     QueueConfig {
@@ -227,6 +227,26 @@ async fn an_entry_that_cannot_be_read_is_dead_lettered_and_nothing_is_delivered(
     let received = downstream.received();
     assert_eq!(received.len(), 2, "only the readable entries are delivered");
     assert_eq!(received[1].body.as_ref(), b"{}");
+
+    // Each dead letter holds the entry's own fields, byte for byte, beside the id it had in the queue (they
+    // were replaced by `{"unreadable_entry": id}`, and the content was gone).
+    let dead = format!("{}:dead:{{qbad}}", config.dedup.key_prefix);
+    let letters: ::redis::streams::StreamRangeReply = redis.command("XRANGE", &[dead.as_bytes(), b"-", b"+"]);
+    let kept: Vec<(Option<String>, Option<String>)> = letters
+        .ids
+        .iter()
+        .map(|letter| (letter.get("unreadable_entry"), letter.get("e")))
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(
+        kept.iter()
+            .all(|(id, _)| id.as_deref().is_some_and(|id| id.contains('-'))),
+        "{kept:?}"
+    );
+    let values: Vec<Option<String>> = kept.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(values, [Some("not json".to_owned()), Some(good("not base64!"))]);
+    let listed = queue.dead_letters().await.expect("dead letters");
+    assert!(listed.iter().all(|letter| letter.unreadable), "{listed:?}");
     gateway.stop().await;
 }
 
@@ -382,7 +402,7 @@ secrets = ["gh-secret-for-tests-0001"]
 kind = "queue"
 url = "http://127.0.0.1:{downstream_port}/github"
 timeout = "1s"
-reclaim_after = "2s"
+reclaim_after = "2500ms"
 backoff = {{ initial = "300ms", multiplier = 2.0, max = "1s" }}
 "#,
         redis.url()
@@ -448,7 +468,7 @@ async fn sigkill_during_a_delivery_delivers_at_least_once() {
 
     downstream.delay(Duration::ZERO);
     let _second = process::serve("during", &text, &[]).await;
-    // The entry is pending on the dead consumer; after reclaim_after (2 s) the new process takes it over.
+    // The entry is pending on the dead consumer; after reclaim_after (2.5 s) the new process takes it over.
     assert!(
         until(Duration::from_secs(20), || downstream.received().len() >= 2).await,
         "redelivered"
@@ -515,5 +535,97 @@ async fn at_maxlen_appends_are_refused_and_nothing_acknowledged_is_lost() {
         until(Duration::from_secs(20), delivered).await,
         "every 202 is delivered"
     );
+    gateway.stop().await;
+}
+
+/// The settling scripts moved an entry whether or not their `XACK` acknowledged it. A gateway paused
+/// (SIGSTOP) in the middle of a delivery has its entry taken over by another after `reclaim_after`; when
+/// both settle a failed attempt, the entry went onto the delayed set twice, and would be delivered twice
+/// from then on. Now the late one moves nothing, and says so (`superseded`).
+#[tokio::test]
+async fn a_delivery_settled_by_two_replicas_is_moved_once() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    downstream.answer(&[500]);
+    downstream.delay(Duration::from_millis(300));
+    // Retries far in the future: a retried entry stays on the delayed set, where the test counts it.
+    let text = process_config(&redis, downstream.addr.port())
+        .replace("name = \"qcrash\"", "name = \"qsuper\"")
+        .replace("initial = \"300ms\"", "initial = \"1h\"")
+        .replace("max = \"1s\"", "max = \"1h\"");
+    let mut first = process::serve("super-a", &text, &[]).await;
+    send_to(&first, "super-1").await.assert(202, "queued");
+    assert!(until(Duration::from_secs(10), || downstream.received().len() == 1).await);
+    // Paused while the downstream holds its POST: the entry stays pending on the first gateway.
+    process::signal(&first.child, "STOP").await;
+
+    let _second = process::serve("super-b", &text, &[]).await;
+    let delayed_key = format!("hg:delayed:{{qsuper}}");
+    let delayed = || redis.cli(&["ZCARD", &delayed_key]);
+    assert!(
+        until(Duration::from_secs(20), || delayed() == "1").await,
+        "the second gateway took the entry over, tried it, and put it on the delayed set"
+    );
+    assert_eq!(downstream.received().len(), 2);
+
+    process::signal(&first.child, "CONT").await;
+    // The first gateway's delivery ends (its timeout passed while it was stopped) and it settles.
+    let url = format!("http://127.0.0.1:{}/metrics", first.admin);
+    let series = |result: &str| format!("hookgate_queue_deliveries_total{{source=\"qsuper\",result=\"{result}\"}}");
+    let mut page = String::new();
+    let settled = |page: &str| metric(page, &series("superseded")) + metric(page, &series("retry")) >= 1.0;
+    for _ in 0..500 {
+        page = scrape(&url).await;
+        if settled(&page) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(settled(&page), "the first gateway settled within 10 s:\n{page}");
+    assert_eq!(metric(&page, &series("superseded")), 1.0, "{page}");
+    assert_eq!(metric(&page, &series("retry")), 0.0, "{page}");
+    assert_eq!(delayed(), "1", "the entry is on the delayed set once");
+    first.child.kill().await.expect("kill");
+}
+
+/// `XAUTOCLAIM` reports the ids of entries deleted while pending: events that were acknowledged and will
+/// never be delivered. They were ignored; now they are counted and logged.
+#[tokio::test]
+async fn entries_deleted_while_pending_are_counted_as_lost() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let stream = "hg:queue:{qlost}";
+    // An entry read by a consumer that then vanished, and deleted (by hand, or by an old trim) while pending.
+    redis.cli(&["XGROUP", "CREATE", stream, "hookgate", "0", "MKSTREAM"]);
+    let id = redis.cli(&["XADD", stream, "*", "e", "{}"]);
+    redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "hookgate",
+        "ghost",
+        "COUNT",
+        "1",
+        "STREAMS",
+        stream,
+        ">",
+    ]);
+    assert_eq!(redis.cli(&["XDEL", stream, &id]), "1");
+
+    let config = queued(&downstream.url(""), &redis, "qlost", |q| {
+        q.timeout = Duration::from_millis(500);
+        q.reclaim_after = Duration::from_millis(1600);
+    });
+    let gateway = TestGateway::start(config.clone()).await;
+    let series = "hookgate_queue_lost_total{source=\"qlost\"}";
+    let mut page = String::new();
+    for _ in 0..500 {
+        page = scrape(&gateway.admin_url("/metrics")).await;
+        if metric(&page, series) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&page, series), 1.0, "{page}");
+    assert!(downstream.received().is_empty());
     gateway.stop().await;
 }

@@ -38,7 +38,7 @@ pub use self::workers::{Workers, consumer_name};
 use super::http::{HttpHandler, Outgoing};
 use super::{Delivered, Delivery, ForwardError};
 use crate::config::forward::QUEUE_APPEND_TIMEOUT;
-use crate::config::{BackoffConfig, QueueConfig};
+use crate::config::{BackoffConfig, DedupConfig, QueueConfig};
 use crate::redis_client::{RedisClient, millis};
 
 /// The delay before the retry that follows `attempts` failed attempts: full jitter, uniform between zero
@@ -70,6 +70,9 @@ pub struct Queue {
     config: QueueConfig,
     http: HttpHandler,
     scripts: Scripts,
+    /// The longest one settling script may take (`dedup.timeout`): with `timeout`, it bounds how long an
+    /// entry stays pending before it is settled, which `reclaim_after` must exceed.
+    settle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Queue {
@@ -109,6 +112,9 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
     /// When the gateway accepted it, in Unix milliseconds.
     pub received_at_ms: u64,
+    /// The entry could not be read: its raw fields are in the dead-letter stream, for a person (`XRANGE`),
+    /// and it cannot be replayed.
+    pub unreadable: bool,
 }
 
 /// Which dead letters to replay.
@@ -121,14 +127,16 @@ pub enum Replay {
 }
 
 impl Queue {
-    /// A queue for `source` on the shared client, with keys under `prefix`.
+    /// A queue for `source` on the shared client, with keys under `dedup.key_prefix`, and Redis calls
+    /// bounded by `dedup.timeout`.
     pub fn new(
         source: &str,
         redis: RedisClient,
-        prefix: &str,
+        dedup: &DedupConfig,
         config: QueueConfig,
         client: super::http::HttpClient,
     ) -> Result<Self, String> {
+        let prefix = &dedup.key_prefix;
         let http = HttpHandler::new(client, &config.url, config.timeout)?;
         Ok(Queue {
             source: Arc::from(source),
@@ -141,6 +149,7 @@ impl Queue {
             config,
             http,
             scripts: Scripts::new(),
+            settle_timeout: dedup.timeout,
         })
     }
 
@@ -207,9 +216,12 @@ impl Queue {
             .and_then(|raw| serde_json::from_str::<Envelope>(&raw).ok())
             .and_then(|envelope| Some((envelope.request_parts()?, envelope)));
         let Some(((headers, body), mut envelope)) = readable else {
-            // Not ours to read: keep it for a person rather than drop it, or deliver something else.
-            let payload = format!("{{\"unreadable_entry\":\"{}\"}}", entry.id);
-            return self.settle_dead(&entry.id, &payload).await;
+            // Not ours to read (written by another version, say): keep it, byte for byte, for a person
+            // rather than drop it or deliver something else.
+            tracing::warn!(source = %self.source, entry_id = %entry.id, "a queue entry cannot be read; dead-lettered as it was");
+            return self
+                .settle(&self.scripts.bury_raw, Some(&self.keys.dead), &entry.id, &[], "dead")
+                .await;
         };
         envelope.attempt += 1;
         let outgoing = Outgoing {
@@ -258,8 +270,9 @@ impl Queue {
     }
 
     /// Runs one settling script on the stream and, for a retry or a dead letter, the key the entry moves to.
-    /// `result` labels the outcome in metrics. A failure leaves the entry pending, to be reclaimed and
-    /// delivered again.
+    /// `result` labels the outcome in metrics; `superseded` when another replica had settled the entry
+    /// first (it took it over while this one was paused), so this one moved nothing. A failure leaves the
+    /// entry pending, to be reclaimed and delivered again.
     async fn settle(
         &self,
         script: &Script,
@@ -277,17 +290,22 @@ impl Queue {
         for arg in extra {
             invocation.arg(arg);
         }
-        match self.redis.invoke::<i64>(&invocation).await {
+        let settled = tokio::time::timeout(self.settle_timeout, self.redis.invoke::<i64>(&invocation))
+            .await
+            .unwrap_or_else(|_| Err(format!("redis did not answer within {:?}", self.settle_timeout)));
+        let result = match settled {
+            Ok(1) => result,
             Ok(_) => {
-                crate::metrics::queue_delivery(&self.source, result);
-                result
+                tracing::info!(source = %self.source, entry_id, "another replica settled this entry first (it took it over); nothing moved");
+                "superseded"
             }
             Err(error) => {
                 tracing::warn!(source = %self.source, entry_id, %error, "cannot settle a delivery; it will be reclaimed");
-                crate::metrics::queue_delivery(&self.source, "unsettled");
                 "unsettled"
             }
-        }
+        };
+        crate::metrics::queue_delivery(&self.source, result);
+        result
     }
 
     /// Puts retries that are due back on the stream.
@@ -301,7 +319,9 @@ impl Queue {
         self.redis.invoke(&invocation).await
     }
 
-    /// Takes over entries that another consumer left pending for longer than `reclaim_after`.
+    /// Takes over entries that another consumer left pending for longer than `reclaim_after`. Entries
+    /// deleted while pending (by hand, or by a trim of an older version) are gone: they are counted as
+    /// lost, and logged.
     async fn reclaim(&self, consumer: &str, count: usize) -> Result<Vec<StreamId>, String> {
         let mut cmd = redis::cmd("XAUTOCLAIM");
         cmd.arg(&self.keys.stream)
@@ -312,6 +332,10 @@ impl Queue {
             .arg("COUNT")
             .arg(count);
         let reply: StreamAutoClaimReply = self.redis.query(&cmd).await?;
+        if !reply.deleted_ids.is_empty() {
+            tracing::error!(source = %self.source, entry_ids = ?reply.deleted_ids, "queue entries were deleted while pending: these events are lost");
+            crate::metrics::queue_lost(&self.source, reply.deleted_ids.len());
+        }
         Ok(reply.claimed)
     }
 
@@ -366,6 +390,7 @@ impl Queue {
                     attempts: envelope.as_ref().map_or(0, |e| e.attempt),
                     last_error: envelope.as_ref().and_then(|e| e.last_error.clone()),
                     received_at_ms: envelope.as_ref().map_or(0, |e| e.received_at_ms),
+                    unreadable: entry.map.contains_key("unreadable_entry"),
                 }
             })
             .collect())

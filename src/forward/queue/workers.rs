@@ -79,19 +79,24 @@ async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, task
                 connection = Some(queue.redis.dedicated(BLOCK).await?);
             }
             let _ = queue.move_due().await?;
+            // The slots first, then as many entries as slots in hand: an entry read is delivered at once,
+            // never left pending while it waits for a slot, so a delivery takes at most `timeout` plus its
+            // settling, which `reclaim_after` exceeds.
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                return Ok(Vec::new());
+            };
+            let mut held = vec![first];
+            while let Ok(slot) = slots.clone().try_acquire_owned() {
+                held.push(slot);
+            }
             let mut entries = Vec::new();
             if last_reclaim.elapsed() >= queue.config.reclaim_after / 4 {
                 last_reclaim = tokio::time::Instant::now();
-                entries.extend(queue.reclaim(&consumer, slots.available_permits().max(1)).await?);
+                entries.extend(queue.reclaim(&consumer, held.len()).await?);
             }
             if entries.is_empty() {
-                // Read only as many entries as there are free delivery slots, and wait for one to free up.
-                if let Ok(slot) = slots.acquire().await {
-                    drop(slot);
-                }
-                let free = slots.available_permits().max(1);
                 let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(free);
+                cmd.arg("GROUP").arg(GROUP).arg(&consumer).arg("COUNT").arg(held.len());
                 cmd.arg("BLOCK")
                     .arg(millis(BLOCK))
                     .arg("STREAMS")
@@ -103,7 +108,9 @@ async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, task
                 let reply: Option<StreamReadReply> = dedicated.query(&cmd).await?;
                 entries.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids));
             }
-            Ok::<_, String>(entries)
+            // One slot per entry; the unused ones go back.
+            held.truncate(entries.len());
+            Ok::<_, String>(entries.into_iter().zip(held).collect::<Vec<_>>())
         };
         let entries = tokio::select! {
             () = stop.cancelled() => break,
@@ -112,10 +119,7 @@ async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, task
         match entries {
             Ok(entries) => {
                 failures = 0;
-                for entry in entries {
-                    let Ok(slot) = slots.clone().acquire_owned().await else {
-                        break;
-                    };
+                for (entry, slot) in entries {
                     let queue = queue.clone();
                     tasks.spawn(async move {
                         queue.deliver(&entry).await;

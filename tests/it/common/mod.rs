@@ -96,7 +96,6 @@ pub fn sign(config: &Config, source: &str, body: &[u8], id: &str) -> HeaderMap {
     sign_at(config, source, body, id, unix_now())
 }
 
-/// A JSON body that carries `id` where Stripe (`/id`) and Slack (`/event_id`) put it.
 /// Waits, at most `limit`, until `done` holds; whether it did.
 pub async fn until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
@@ -109,8 +108,24 @@ pub async fn until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -
     done()
 }
 
+/// A JSON body that carries `id` where Stripe (`/id`) and Slack (`/event_id`) put it.
 pub fn event_body(id: &str) -> Vec<u8> {
     format!("{{\"id\":\"{id}\",\"event_id\":\"{id}\",\"type\":\"test.event\",\"data\":{{\"note\":\"caf\u{e9} \u{2603}\",\"n\":1}}}}").into_bytes()
+}
+
+/// The value of one series (`name{labels}`, as the page spells it) in a Prometheus text page; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The Prometheus text page at `url` (empty when it cannot be fetched).
+pub async fn scrape(url: &str) -> String {
+    let reply = Sender::default().try_send("GET", url, HeaderMap::new(), "").await;
+    reply
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .unwrap_or_default()
 }
 
 /// A keep-alive client over loopback.

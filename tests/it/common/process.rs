@@ -41,6 +41,7 @@ pub async fn wait_ready(admin: u16, child: &mut Child) {
 pub struct Serving {
     pub child: Child,
     pub public: u16,
+    pub admin: u16,
     /// The config file, which a test may rewrite.
     pub path: PathBuf,
 }
@@ -84,5 +85,10 @@ pub async fn serve(name: &str, text: &str, extra: &[&str]) -> Serving {
         .spawn()
         .expect("spawn hookgate");
     wait_ready(admin, &mut child).await;
-    Serving { child, public, path }
+    Serving {
+        child,
+        public,
+        admin,
+        path,
+    }
 }
