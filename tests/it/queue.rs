@@ -560,8 +560,8 @@ async fn a_delivery_settled_by_two_replicas_is_moved_once() {
     process::signal(&first.child, "STOP").await;
 
     let _second = process::serve("super-b", &text, &[]).await;
-    let delayed_key = format!("hg:delayed:{{qsuper}}");
-    let delayed = || redis.cli(&["ZCARD", &delayed_key]);
+    let delayed_key = "hg:delayed:{qsuper}";
+    let delayed = || redis.cli(&["ZCARD", delayed_key]);
     assert!(
         until(Duration::from_secs(20), || delayed() == "1").await,
         "the second gateway took the entry over, tried it, and put it on the delayed set"
