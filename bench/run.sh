@@ -66,7 +66,8 @@ declare -A PORT ADMIN
 for v in hookgate_mem hookgate_redis queue_accept base_mem base_redis base_queue; do PORT[$v]=$(free_port); ADMIN[$v]=$(free_port); done
 
 "$BIN" echo --listen "127.0.0.1:$ECHO" >/dev/null 2>&1 & pids+=($!); ECHO_PID=$!
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --daemonize no >/dev/null 2>&1 &
+# With its append-only file, as a queue in production needs it (hookgate refuses a queue on Redis without one).
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$work" --daemonize no >/dev/null 2>&1 &
 pids+=($!); REDIS_PID=$!
 
 cat > "$work/nginx.conf" <<NGINX

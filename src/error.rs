@@ -205,7 +205,9 @@ impl Rejection {
             Rejection::Dedup(DedupError::StoreUnavailable { .. }) => Outcome::Unavailable,
             Rejection::Forward(ForwardError::Timeout(_)) => Outcome::DownstreamTimeout,
             // The queue could not take the event: nothing failed downstream, the sender should come back.
-            Rejection::Forward(ForwardError::Enqueue(_) | ForwardError::QueueFull) => Outcome::Unavailable,
+            Rejection::Forward(
+                ForwardError::Enqueue(_) | ForwardError::QueueFull | ForwardError::Unreplicated { .. },
+            ) => Outcome::Unavailable,
             Rejection::Forward(_) => Outcome::DownstreamError,
         }
     }
@@ -239,6 +241,7 @@ impl Rejection {
                 ForwardError::Io(_) => "downstream_error:io",
                 ForwardError::Enqueue(_) => "unavailable:queue",
                 ForwardError::QueueFull => "unavailable:queue_full",
+                ForwardError::Unreplicated { .. } => "unavailable:replication",
             },
             Rejection::Overloaded(_) => "unavailable:overloaded",
             Rejection::Dedup(DedupError::StoreUnavailable { .. }) => "unavailable:dedup_store",
@@ -254,7 +257,9 @@ impl Rejection {
             Rejection::Overloaded(Overloaded { retry_after, .. })
             | Rejection::Dedup(DedupError::InFlight { retry_after })
             | Rejection::Dedup(DedupError::StoreUnavailable { retry_after }) => Some(*retry_after),
-            Rejection::Forward(ForwardError::Enqueue(_) | ForwardError::QueueFull) => Some(Duration::from_secs(5)),
+            Rejection::Forward(
+                ForwardError::Enqueue(_) | ForwardError::QueueFull | ForwardError::Unreplicated { .. },
+            ) => Some(Duration::from_secs(5)),
             Rejection::Body(BodyError::OverBudget) => Some(crate::body::BUDGET_RETRY_AFTER),
             _ => None,
         }

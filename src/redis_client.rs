@@ -25,12 +25,26 @@ struct Single {
     /// Connected on the first command from each thread.
     managers: ThreadLocal<ConnectionManager>,
     batches: ThreadLocal<Arc<Batch>>,
+    /// Connections of their own for writes followed by `WAIT`, which blocks its connection until the
+    /// replicas answer: the shared ones never wait for a replica.
+    waiting: ThreadLocal<ConnectionManager>,
 }
 
 impl Single {
     fn manager(&self) -> Result<ConnectionManager, String> {
         self.managers
             .get_or_try(|| ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()))
+            .cloned()
+            .map_err(|e| e.to_string())
+    }
+
+    /// This thread's connection for `WAIT`: its caller bounds each call, so it has no answer timeout.
+    fn waiting_manager(&self) -> Result<ConnectionManager, String> {
+        self.waiting
+            .get_or_try(|| {
+                let config = self.config.clone().set_response_timeout(None);
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
             .cloned()
             .map_err(|e| e.to_string())
     }
@@ -127,8 +141,14 @@ async fn send_batch(batch: Arc<Batch>, mut manager: ConnectionManager) {
 #[derive(Clone)]
 enum Inner {
     Single(Arc<Single>),
-    /// The cluster client connects on first use and is kept.
-    Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
+    Cluster(Arc<Cluster>),
+}
+
+/// The cluster clients connect on first use and are kept: one for every command, and one, without an
+/// answer timeout, for writes followed by `WAIT` (which blocks its connection until the replicas answer).
+struct Cluster {
+    shared: (ClusterClient, OnceCell<ClusterConnection>),
+    waiting: (ClusterClient, OnceCell<ClusterConnection>),
 }
 
 /// A shared, lazily connected, self-reconnecting Redis connection.
@@ -188,16 +208,24 @@ impl RedisClient {
                     config,
                     managers: ThreadLocal::new(),
                     batches: ThreadLocal::new(),
+                    waiting: ThreadLocal::new(),
                 }))
             }
             RedisUrls::Cluster(nodes) => {
-                let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout);
-                if let Some(certificates) = certificates {
-                    builder = builder.certs(certificates);
-                }
-                Inner::Cluster(Arc::new((builder.build().map_err(invalid)?, OnceCell::new())))
+                let build = |response_timeout: Duration| {
+                    let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+                        .connection_timeout(timeout)
+                        .response_timeout(response_timeout);
+                    if let Some(certificates) = certificates.clone() {
+                        builder = builder.certs(certificates);
+                    }
+                    builder.build().map_err(invalid)
+                };
+                Inner::Cluster(Arc::new(Cluster {
+                    shared: (build(timeout)?, OnceCell::new()),
+                    // Its callers bound each call; the client's own limit only catches a lost answer.
+                    waiting: (build(Duration::from_secs(60))?, OnceCell::new()),
+                }))
             }
         };
         Ok(RedisClient { inner })
@@ -224,7 +252,7 @@ impl RedisClient {
                 T::from_redis_value(single.query(cmd).await?).map_err(|e| Failure::other(e.to_string()))
             }
             Inner::Cluster(cluster) => {
-                let mut connection = cluster_connection(cluster).await.map_err(Failure::other)?;
+                let mut connection = cluster_connection(&cluster.shared).await.map_err(Failure::other)?;
                 cmd.query_async(&mut connection).await.map_err(|e| Failure::of(&e))
             }
         }
@@ -251,12 +279,35 @@ impl RedisClient {
             Inner::Single(single) => on(&mut single.manager().map_err(Failure::other)?, invocation).await,
             Inner::Cluster(cluster) => {
                 on(
-                    &mut cluster_connection(cluster).await.map_err(Failure::other)?,
+                    &mut cluster_connection(&cluster.shared).await.map_err(Failure::other)?,
                     invocation,
                 )
                 .await
             }
         }
+    }
+
+    /// Runs `cmd` (a write), then `WAIT replicas timeout` on the same connection, and returns the command's
+    /// answer with the number of replicas that acknowledged it. On a cluster both go to the node of the
+    /// command's key. The caller bounds the call: `WAIT` blocks for up to `timeout`.
+    pub async fn write_and_wait(&self, cmd: &Cmd, replicas: u32, timeout: Duration) -> Result<(Value, u32), String> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone())
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(millis(timeout));
+        let answers: (Value, u32) = match &self.inner {
+            Inner::Single(single) => {
+                let mut connection = single.waiting_manager()?;
+                pipe.query_async(&mut connection).await
+            }
+            Inner::Cluster(cluster) => {
+                let mut connection = cluster_connection(&cluster.waiting).await?;
+                pipe.query_async(&mut connection).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(answers)
     }
 
     /// A new connection, whose commands may block for up to `block` beyond the usual answer time.
@@ -275,6 +326,7 @@ impl RedisClient {
                     .map_err(|e| e.to_string())
             }
             Inner::Cluster(cluster) => cluster
+                .shared
                 .0
                 .get_async_connection()
                 .await

@@ -88,6 +88,11 @@ pub async fn run(
     let backends = Backends::connect(&config, config_path)?;
     let dedup = backends.dedup.clone();
     let gateway = Gateway::build(&config, &backends, config_path)?;
+    if let Some(redis) = &backends.redis {
+        queue::durability::check(redis, &gateway.queues)
+            .await
+            .map_err(|m| invalid("forward.allow_volatile", m))?;
+    }
     let tls = match &config.server.tls {
         Some(tls) => Some(ArcSwap::new(
             crate::tls::server_config(tls).map_err(|m| invalid("server.tls", m))?,

@@ -91,6 +91,18 @@ pub struct QueueConfig {
     /// acknowledged event is never trimmed away. Default: no cap.
     #[serde(default)]
     pub maxlen: Option<u64>,
+    /// Start even though Redis would not keep an acknowledged event across a restart (AOF off). Off by
+    /// default: the gateway refuses to start, and says what to set.
+    #[serde(default)]
+    pub allow_volatile: bool,
+    /// Replicas that must have an appended event before the sender gets `202` (`WAIT`). When fewer
+    /// acknowledge within `wait_timeout`, the sender gets `503 unavailable` (reason `replication`) and
+    /// retries; the retry does not append the event again. Default 0.
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long to wait for `wait_replicas`. Default `1s`; under the append's own 5 s limit.
+    #[serde(default = "default_wait_timeout", with = "humantime_serde")]
+    pub wait_timeout: Duration,
 }
 
 /// The longest an append to a queue's stream may take before the event is refused (`503`); the claim that
@@ -131,6 +143,10 @@ fn default_max_attempts() -> u32 {
 
 fn default_reclaim_after() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_wait_timeout() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_concurrency() -> usize {

@@ -347,6 +347,17 @@ impl SourceConfig {
                     "timeout, max_attempts and concurrency must be at least 1".into(),
                 ));
             }
+            if queue.wait_replicas > 0
+                && (queue.wait_timeout.is_zero() || queue.wait_timeout >= forward::QUEUE_APPEND_TIMEOUT)
+            {
+                return Err((
+                    "forward.wait_timeout",
+                    format!(
+                        "must be above zero and under {:?}, the longest an append may take",
+                        forward::QUEUE_APPEND_TIMEOUT
+                    ),
+                ));
+            }
             let backoff = &queue.backoff;
             let multiplier_ok = !backoff.multiplier.is_nan() && backoff.multiplier >= 1.0;
             if backoff.initial.is_zero() || backoff.max < backoff.initial || !multiplier_ok {

@@ -45,6 +45,15 @@ pub enum ForwardError {
     /// The queue holds `maxlen` undelivered events: refused, never trimmed.
     #[error("the queue is full (maxlen undelivered events)")]
     QueueFull,
+    /// Fewer replicas than `wait_replicas` confirmed the append in time: the event is in the queue, but a
+    /// failover could lose it, so it is not acknowledged. The sender's retry does not append it again.
+    #[error("{acknowledged} of {wanted} replicas confirmed the append in time")]
+    Unreplicated {
+        /// Replicas that confirmed.
+        acknowledged: u32,
+        /// `wait_replicas`.
+        wanted: u32,
+    },
 }
 
 /// One accepted event on its way to a handler, with what the gateway learned about it.

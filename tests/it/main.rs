@@ -56,6 +56,7 @@ mod attacks;
 mod binary;
 mod config_files;
 mod dedup;
+mod durability;
 mod forwarding;
 mod lifecycle;
 mod limits;

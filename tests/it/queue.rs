@@ -29,11 +29,20 @@ fn queue_settings(url: String) -> QueueConfig {
         reclaim_after: Duration::from_secs(4),
         concurrency: 16,
         maxlen: None,
+        // The test servers run without persistence; the durability tests run theirs with AOF.
+        allow_volatile: true,
+        wait_replicas: 0,
+        wait_timeout: Duration::from_secs(1),
     }
 }
 
 /// The test config, with `source` renamed after the test (its own metrics) and queued to the downstream.
-fn queued(downstream: &str, redis: &RedisServer, name: &str, settings: impl FnOnce(&mut QueueConfig)) -> Config {
+pub(crate) fn queued(
+    downstream: &str,
+    redis: &RedisServer,
+    name: &str,
+    settings: impl FnOnce(&mut QueueConfig),
+) -> Config {
     let mut config = test_config(downstream);
     config.dedup.store = StoreKind::Redis;
     config.dedup.redis_url = RedisUrls::One(redis.url());
@@ -45,7 +54,7 @@ fn queued(downstream: &str, redis: &RedisServer, name: &str, settings: impl FnOn
     config
 }
 
-async fn send(gateway: &TestGateway, config: &Config, name: &str, id: &str) -> Reply {
+pub(crate) async fn send(gateway: &TestGateway, config: &Config, name: &str, id: &str) -> Reply {
     let body = event_body(id);
     Sender::default()
         .post(&gateway.url("/github"), sign(config, name, &body, id), body)
@@ -384,7 +393,7 @@ async fn a_burst_of_10000_events_is_accepted_then_drained_exactly_once() {
     );
 }
 
-fn process_config(redis: &RedisServer, downstream_port: u16) -> String {
+pub(crate) fn process_config(redis: &RedisServer, downstream_port: u16) -> String {
     format!(
         r#"
 [server]
@@ -404,12 +413,13 @@ url = "http://127.0.0.1:{downstream_port}/github"
 timeout = "1s"
 reclaim_after = "2500ms"
 backoff = {{ initial = "300ms", multiplier = 2.0, max = "1s" }}
+allow_volatile = true
 "#,
         redis.url()
     )
 }
 
-async fn send_to(process: &Serving, id: &str) -> Reply {
+pub(crate) async fn send_to(process: &Serving, id: &str) -> Reply {
     let config = test_config("http://127.0.0.1:1");
     let body = event_body(id);
     let url = format!("http://127.0.0.1:{}/github", process.public);

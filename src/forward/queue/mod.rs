@@ -20,6 +20,7 @@
 //! The source name is a Redis Cluster hash tag (`hg:queue:{stripe}`): all of a source's keys live in one
 //! slot, so the scripts that touch two of them work on a cluster.
 
+pub mod durability;
 mod envelope;
 mod scripts;
 mod workers;
@@ -28,9 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use redis::Script;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply};
+use redis::{FromRedisValue, Script};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use self::envelope::{Envelope, now_ms};
 use self::scripts::{FIELD, GROUP, Scripts};
@@ -60,6 +62,8 @@ struct Keys {
     stream: String,
     delayed: String,
     dead: String,
+    /// Followed by a digest of the event id: marks an event as appended (see `scripts::APPEND`).
+    marker_prefix: String,
 }
 
 /// One source's queue: the accept side (enqueue), the delivery side (workers), and its operations.
@@ -73,6 +77,9 @@ pub struct Queue {
     /// The longest one settling script may take (`dedup.timeout`): with `timeout`, it bounds how long an
     /// entry stays pending before it is settled, which `reclaim_after` must exceed.
     settle_timeout: Duration,
+    /// How long an event's append is remembered (`dedup.ttl`), so that a sender's retry does not append it
+    /// again.
+    marker_ttl: Duration,
 }
 
 impl std::fmt::Debug for Queue {
@@ -145,11 +152,13 @@ impl Queue {
                 stream: format!("{prefix}:queue:{{{source}}}"),
                 delayed: format!("{prefix}:delayed:{{{source}}}"),
                 dead: format!("{prefix}:dead:{{{source}}}"),
+                marker_prefix: format!("{prefix}:queued:{{{source}}}:"),
             },
             config,
             http,
             scripts: Scripts::new(),
             settle_timeout: dedup.timeout,
+            marker_ttl: dedup.ttl,
         })
     }
 
@@ -158,40 +167,73 @@ impl Queue {
         &self.source
     }
 
-    /// Appends a verified event. `Ok` means Redis has it.
+    /// Appends a verified event, once: `Ok` means Redis has it (and, with `wait_replicas`, that many
+    /// replicas too).
     pub(crate) async fn enqueue(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
-        let envelope = Envelope::new(delivery);
-        let append = async {
-            match self.config.maxlen {
-                // Never trim: at `maxlen` undelivered entries the append is refused, and the sender retries.
-                Some(maxlen) => {
-                    let mut invocation = self.scripts.append.prepare_invoke();
-                    invocation
-                        .key(&self.keys.stream)
-                        .key(&self.keys.delayed)
-                        .arg(maxlen)
-                        .arg(FIELD)
-                        .arg(envelope.to_json());
-                    self.redis
-                        .invoke::<i64>(&invocation)
-                        .await
-                        .map(|appended| appended == 1)
-                }
-                None => {
-                    let mut cmd = redis::cmd("XADD");
-                    cmd.arg(&self.keys.stream).arg("*").arg(FIELD).arg(envelope.to_json());
-                    self.redis.query::<String>(&cmd).await.map(|_| true)
-                }
+        let envelope = Envelope::new(delivery).to_json();
+        let marker = self.marker(delivery.event_id.as_str());
+        let maxlen = self.config.maxlen.unwrap_or(0);
+        let ttl = millis(self.marker_ttl);
+        let replicas = self.config.wait_replicas;
+        let run = async {
+            if replicas == 0 {
+                let mut invocation = self.scripts.append.prepare_invoke();
+                invocation
+                    .key(&self.keys.stream)
+                    .key(&self.keys.delayed)
+                    .key(&marker)
+                    .arg(maxlen)
+                    .arg(FIELD)
+                    .arg(&envelope)
+                    .arg(ttl);
+                return self
+                    .redis
+                    .invoke_idempotent::<i64>(&invocation)
+                    .await
+                    .map(|outcome| (outcome, 0));
             }
+            // The script and `WAIT` go out together on one connection: `EVAL`, whose text needs no loading.
+            let mut append = redis::cmd("EVAL");
+            append
+                .arg(scripts::APPEND)
+                .arg(3)
+                .arg(&self.keys.stream)
+                .arg(&self.keys.delayed)
+                .arg(&marker)
+                .arg(maxlen)
+                .arg(FIELD)
+                .arg(&envelope)
+                .arg(ttl);
+            let (outcome, acknowledged) = self
+                .redis
+                .write_and_wait(&append, replicas, self.config.wait_timeout)
+                .await?;
+            Ok((i64::from_redis_value(outcome).map_err(|e| e.to_string())?, acknowledged))
         };
-        match tokio::time::timeout(QUEUE_APPEND_TIMEOUT, append).await {
-            Ok(Ok(true)) => Ok(Delivered::Queued),
-            Ok(Ok(false)) => Err(ForwardError::QueueFull),
+        match tokio::time::timeout(QUEUE_APPEND_TIMEOUT, run).await {
+            Ok(Ok((0, _))) => Err(ForwardError::QueueFull),
+            Ok(Ok((_, acknowledged))) if acknowledged < replicas => {
+                tracing::warn!(source = %self.source, event_id = %delivery.event_id.as_str(), acknowledged, wanted = replicas, "replicas did not confirm an append in time; the sender will retry");
+                Err(ForwardError::Unreplicated {
+                    acknowledged,
+                    wanted: replicas,
+                })
+            }
+            Ok(Ok(_)) => Ok(Delivered::Queued),
             Ok(Err(e)) => Err(ForwardError::Enqueue(e)),
             Err(_) => Err(ForwardError::Enqueue(format!(
                 "redis did not answer within {QUEUE_APPEND_TIMEOUT:?}"
             ))),
         }
+    }
+
+    /// The key that marks `event_id` as appended: in the source's hash slot, with a fixed-length digest of
+    /// the id.
+    fn marker(&self, event_id: &str) -> Vec<u8> {
+        let digest = Sha256::digest(event_id.as_bytes());
+        let mut key = self.keys.marker_prefix.clone().into_bytes();
+        key.extend_from_slice(&digest[..16]);
+        key
     }
 
     /// Creates the consumer group (and the stream) when they do not exist yet.

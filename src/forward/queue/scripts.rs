@@ -7,13 +7,20 @@ pub(super) const GROUP: &str = "hookgate";
 /// The field of a stream entry that holds its envelope.
 pub(super) const FIELD: &str = "e";
 
-/// Appends an envelope unless the queue already holds `maxlen` undelivered entries (in the stream or
-/// waiting for a retry): an acknowledged event is never trimmed away. 1 when appended, 0 when full.
+/// Appends an envelope once per event: `KEYS[3]`, the event's marker, holds the entry id for `ARGV[4]`
+/// ms. A sender's retry of an event already appended (its first answer was lost, or was a `503` because
+/// replicas did not confirm in time) refreshes the marker, a write, so that a `WAIT` after it covers the
+/// first append too, and appends nothing. When `ARGV[1]` (`maxlen`) is above 0, the append is refused at
+/// that many undelivered entries (in the stream or waiting for a retry): an acknowledged event is never
+/// trimmed away. 1 when appended, 2 when already there, 0 when full.
 pub(super) const APPEND: &str = r"
-if redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then
+if redis.call('PEXPIRE', KEYS[3], ARGV[4]) == 1 then return 2 end
+local cap = tonumber(ARGV[1])
+if cap > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= cap then
   return 0
 end
-redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
+local id = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
+redis.call('SET', KEYS[3], id, 'PX', ARGV[4])
 return 1";
 
 // The settling scripts move an entry only if their `XACK` acknowledged it: an entry taken over by another

@@ -40,6 +40,38 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// With the append-only file on and `appendfsync always`: what it acknowledged survives a SIGKILL, and
+    /// `restart` brings it back from its file.
+    pub fn start_durable() -> Self {
+        Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// A replica of `primary`, started, in sync, and confirming writes (`WAIT 1` answers 1).
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let port = primary.port.to_string();
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]);
+        // `WAIT` counts the replicas that have this connection's last write: the write and the wait share one.
+        let client = ::redis::Client::open(primary.url()).expect("url");
+        let mut connection = client.get_connection().expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, confirmed): ((), u32) = ::redis::pipe()
+                .cmd("SET")
+                .arg("test:replica-sync")
+                .arg("1")
+                .cmd("WAIT")
+                .arg(1)
+                .arg(100)
+                .query(&mut connection)
+                .expect("SET and WAIT");
+            if confirmed == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the replica did not sync");
+        }
+        replica
+    }
+
     fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let dir = super::temp_dir(&format!("redis-{port}"));
@@ -127,6 +159,9 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // A replica syncs at once, instead of after the 5 s a primary waits for others to join.
+                "--repl-diskless-sync-delay",
+                "0",
             ])
             .args(["--dir", &self.dir.to_string_lossy()])
             .args(&self.extra)
@@ -142,7 +177,8 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server; `restart` brings it back on the same port, empty.
+    /// Kills the server (SIGKILL); `restart` brings it back on the same port: empty, or from its append-only
+    /// file when it has one.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -1,0 +1,141 @@
+//! What a `202 queued` promises, against real Redis servers: the gateway refuses a Redis that would lose
+//! acknowledged events on restart, an acknowledged event survives a SIGKILL of Redis on its append-only
+//! file, and with `wait_replicas` an append no replica confirmed is refused, and its retry is not appended
+//! twice.
+
+use std::time::Duration;
+
+use crate::common::process::{self, BIN};
+use crate::common::redis::RedisServer;
+use crate::common::{FakeDownstream, temp_file, until};
+use crate::queue::{process_config, queued, send};
+
+/// Before: the gateway started on a Redis without persistence and answered `202 queued` for events that a
+/// Redis restart would lose.
+#[tokio::test]
+async fn a_queue_on_redis_without_persistence_refuses_to_start_and_says_what_to_set() {
+    let redis = RedisServer::start();
+    let text = process_config(&redis, process::free_port())
+        .replace("allow_volatile = true\n", "")
+        .replace("PUBLIC", &process::free_port().to_string())
+        .replace("ADMIN", &process::free_port().to_string());
+    let path = temp_file("volatile.toml", &text);
+    let run = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("exits within 20 s")
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused to start: {stderr}");
+    for needed in ["appendonly yes", "allow_volatile", "qcrash"] {
+        assert!(stderr.contains(needed), "names {needed}: {stderr}");
+    }
+
+    // Accepting the loss is a choice: with allow_volatile it serves.
+    let accepting = process_config(&redis, process::free_port());
+    let _serving = process::serve("volatile-ok", &accepting, &[]).await;
+
+    // With the append-only file on, it serves without being told anything.
+    let durable = RedisServer::start_durable();
+    let text = process_config(&durable, process::free_port()).replace("allow_volatile = true\n", "");
+    let _serving = process::serve("durable", &text, &[]).await;
+}
+
+/// The README promises that an acknowledged event is never lost; no test ever restarted Redis with
+/// persistence. Here Redis is SIGKILLed with events acknowledged and not yet delivered, and restarted on
+/// its append-only file: each arrives, once.
+#[tokio::test]
+async fn acknowledged_events_survive_a_sigkill_of_redis_on_its_append_only_file() {
+    let mut redis = RedisServer::start_durable();
+    // Nothing listens on the downstream's port yet: every event waits in the queue.
+    let port = process::free_port();
+    let config = queued(&format!("http://127.0.0.1:{port}"), &redis, "qaof", |q| {
+        q.allow_volatile = false;
+        q.backoff.initial = Duration::from_millis(50);
+        q.backoff.max = Duration::from_millis(200);
+        q.max_attempts = 1000;
+    });
+    let gateway = crate::common::TestGateway::start(config.clone()).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("aof-{i}")).collect();
+    for id in &ids {
+        send(&gateway, &config, "qaof", id).await.assert(202, "queued");
+    }
+    redis.stop();
+    redis.restart();
+
+    let downstream = FakeDownstream::start_on(port).await;
+    let delivered = || {
+        let mut got: Vec<String> = downstream
+            .received()
+            .iter()
+            .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
+            .collect();
+        got.sort();
+        got
+    };
+    let mut expected = ids.clone();
+    expected.sort();
+    assert!(
+        until(Duration::from_secs(20), || delivered().len() >= ids.len()).await,
+        "delivered after the restart: {:?}",
+        delivered()
+    );
+    let stream = "hg:queue:{qaof}";
+    assert!(until(Duration::from_secs(10), || redis.cli(&["XLEN", stream]) == "0").await);
+    assert_eq!(delivered(), expected, "each acknowledged event, once");
+    gateway.stop().await;
+}
+
+/// With `wait_replicas = 1` and no replica, the append is not confirmed: the sender gets `503` and
+/// retries. Once a replica is in sync the retry is acknowledged, without appending the event a second
+/// time, and it is delivered once.
+#[tokio::test]
+async fn an_append_no_replica_confirmed_is_refused_and_its_retry_is_not_appended_twice() {
+    let redis = RedisServer::start_durable();
+    let port = process::free_port();
+    let config = queued(&format!("http://127.0.0.1:{port}"), &redis, "qwait", |q| {
+        q.allow_volatile = false;
+        q.wait_replicas = 1;
+        q.wait_timeout = Duration::from_millis(200);
+        q.backoff.initial = Duration::from_millis(50);
+        q.backoff.max = Duration::from_millis(200);
+        q.max_attempts = 1000;
+    });
+    let gateway = crate::common::TestGateway::start(config.clone()).await;
+    let refused = send(&gateway, &config, "qwait", "w-1").await;
+    refused.assert(503, "unavailable");
+    assert_eq!(
+        refused.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"5"[..])
+    );
+    let stream = "hg:queue:{qwait}";
+    let queued_entries = || {
+        redis.cli(&["XLEN", stream]).parse::<u64>().unwrap_or(0)
+            + redis.cli(&["ZCARD", "hg:delayed:{qwait}"]).parse::<u64>().unwrap_or(0)
+    };
+    assert_eq!(queued_entries(), 1, "the event is in the queue, unconfirmed");
+
+    let _replica = RedisServer::start_replica_of(&redis);
+    send(&gateway, &config, "qwait", "w-1").await.assert(202, "queued");
+    assert_eq!(queued_entries(), 1, "the retry did not append the event again");
+    send(&gateway, &config, "qwait", "w-2").await.assert(202, "queued");
+
+    let downstream = FakeDownstream::start_on(port).await;
+    assert!(
+        until(Duration::from_secs(20), || queued_entries() == 0
+            && downstream.received().len() >= 2)
+        .await
+    );
+    let mut ids: Vec<String> = downstream
+        .received()
+        .iter()
+        .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["w-1", "w-2"]);
+    gateway.stop().await;
+}
