@@ -46,7 +46,13 @@ enum Command {
         threads: Option<usize>,
     },
     /// Check a config file, secrets included, and print a one-line summary.
-    CheckConfig { path: PathBuf },
+    CheckConfig {
+        path: PathBuf,
+        /// Judge the shipped IP lists' age as of this day (`YYYY-MM-DD`) instead of today: a check of a
+        /// given commit then gives the same answer on any day.
+        #[arg(long, value_parser = parse_day)]
+        at: Option<SystemTime>,
+    },
     /// Read a body on stdin and print the headers a sender would send, one `Name: value` per line.
     Sign(SignArgs),
     /// GET an http:// URL and exit 0 on 2xx, 1 otherwise: a container health check without curl.
@@ -150,7 +156,7 @@ fn main() -> ExitCode {
             watch_config,
             threads,
         } => serve(config, watch_config, threads),
-        Command::CheckConfig { path } => check_config(&path),
+        Command::CheckConfig { path, at } => check_config(&path, at.unwrap_or_else(SystemTime::now)),
         Command::Sign(args) => sign(args),
         Command::Probe { url, timeout } => probe(&url, timeout),
         Command::Loadgen(args) => loadgen(args),
@@ -368,8 +374,13 @@ fn dead_replay(path: &Path, source: &str, which: &Replay) -> Result<(), String> 
     })
 }
 
-fn check_config(path: &Path) -> Result<(), String> {
-    let config = config::load(path).map_err(|e| e.to_string())?;
+/// `YYYY-MM-DD`, as midnight UTC.
+fn parse_day(day: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).map_err(|_| format!("`{day}` is not a YYYY-MM-DD day"))
+}
+
+fn check_config(path: &Path, now: SystemTime) -> Result<(), String> {
+    let config = config::load_at(path, now).map_err(|e| e.to_string())?;
     // Building the gateway reads every secret and parses every URL, exactly as start-up does.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -96,11 +96,16 @@ pub fn load_or_embedded(path: &Path) -> Result<Config, ConfigError> {
 
 /// Reads, parses and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_at(path, SystemTime::now())
+}
+
+/// Like [`load`], with the clock that dates the shipped IP lists given.
+pub fn load_at(path: &Path, now: SystemTime) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, path)
+    parse_at(&text, path, now)
 }
 
 /// Parses and validates config text; `path` only names the origin in errors.
