@@ -197,6 +197,20 @@ PY
   done
 done
 
+# A variant that answered mostly errors measured the wrong thing (all-401 runs are fast): the run fails.
+python3 - "$runs" <<'PY'
+import json, sys
+bad = []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    ok = sum(n for status, n in r["by_status"].items() if str(status).startswith("2"))
+    total = sum(r["by_status"].values()) + r["errors"]
+    if total == 0 or ok < 0.95 * total:
+        bad.append(f'{r["variant"]} round {r["round"]}: {ok} of {total} answers were 2xx {r["by_status"]}')
+if bad:
+    sys.exit("bench: answers were not mostly 2xx:\n  " + "\n  ".join(bad))
+PY
+
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 [ "${1:-}" = "--smoke" ] && out="$work/smoke" || out="bench/results/$stamp"
 mkdir -p "$(dirname "$out")"
