@@ -61,6 +61,13 @@ pub struct LoadgenArgs {
     /// First retry delay, doubled each time.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub backoff: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub backoff_max: Duration,
+    /// Write every answer to this file, one line each: Unix milliseconds, event id, and the status (or
+    /// `error` when the connection failed). A fault test reads from it which events were acknowledged.
+    #[arg(long)]
+    pub answers: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +120,8 @@ struct Shared {
     /// The latest events, oldest first, for `--duplicates` to repeat.
     recent: Mutex<VecDeque<Event>>,
     started: Instant,
+    /// `--answers`: the file every answer is written to.
+    answers: Option<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>,
 }
 
 /// What one worker measured; merged at the end, so that workers share no lock on the hot path.
@@ -133,6 +142,17 @@ fn unix_now() -> i64 {
 }
 
 impl Shared {
+    fn write_answer(&self, id: &str, status: Option<u16>) {
+        use std::io::Write;
+        let Some(answers) = &self.answers else { return };
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        let mut file = answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = writeln!(file, "{ms} {id} {status}");
+    }
+
     /// No new events: the time is up, or every event was handed out.
     fn done(&self) -> bool {
         let past_count = self.args.events.is_some_and(|n| self.next.load(Ordering::Relaxed) >= n);
@@ -280,11 +300,12 @@ async fn deliver(shared: &Shared, connection: &mut Connection, results: &mut Res
             Err(_) => (None, None),
         };
         results.record(due.elapsed(), status, outcome, attempt > 0);
+        shared.write_answer(&event.id, status);
         if status.is_some_and(|s| (200..300).contains(&s)) || attempt == shared.args.retry || shared.time_up() {
             return;
         }
         tokio::time::sleep(delay).await;
-        delay *= 2;
+        delay = (delay * 2).min(shared.args.backoff_max);
     }
 }
 
@@ -301,7 +322,14 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
     let verifier = Verifier::new(args.scheme, None, &[Secret::new(args.secret.clone())], Duration::ZERO)
         .map_err(|e| e.to_string())?;
     let connections = args.connections.max(1);
+    let answers = match &args.answers {
+        Some(path) => Some(std::sync::Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("--answers {}: {e}", path.display()))?,
+        ))),
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        answers,
         target,
         verifier,
         next: AtomicU64::new(0),
@@ -368,6 +396,14 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
         }
     }
     progress.finish_and_clear();
+    if let Some(answers) = &shared.answers {
+        use std::io::Write;
+        answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush()
+            .map_err(|e| format!("--answers: {e}"))?;
+    }
 
     let elapsed = shared.started.elapsed();
     let quantile = |q: f64| {

@@ -75,7 +75,10 @@ async fn the_age_of_the_ip_lists_is_judged_as_of_the_given_day() {
     };
     let stale = check(later).await.expect("run");
     let stderr = String::from_utf8_lossy(&stale.stderr);
-    assert!(!stale.status.success() && stderr.contains("refresh it from"), "{stderr}");
+    assert!(
+        !stale.status.success() && stderr.contains("refresh it from"),
+        "{stderr}"
+    );
     let fresh = check(day).await.expect("run");
     assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
 }
