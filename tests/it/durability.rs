@@ -3,10 +3,10 @@
 //! file, and with `wait_replicas` an append no replica confirmed is refused, and its retry is not appended
 //! twice.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::process::{self, BIN};
-use crate::common::redis::RedisServer;
+use crate::common::redis::{RedisCluster, RedisServer};
 use crate::common::{FakeDownstream, temp_file, until};
 use crate::queue::{process_config, queued, send};
 
@@ -138,4 +138,95 @@ async fn an_append_no_replica_confirmed_is_refused_and_its_retry_is_not_appended
     ids.sort();
     assert_eq!(ids, ["w-1", "w-2"]);
     gateway.stop().await;
+}
+
+/// A queue on a real Redis Cluster (three primaries, one replica each, named to the gateway by the
+/// comma-separated `HOOKGATE_REDIS_URL`), with `wait_replicas = 1`. In the middle of a stream of events,
+/// the primary that holds the queue's slot hands over to its replica (`CLUSTER FAILOVER`): senders retry
+/// what is refused while it moves, dedup and the queue go on, and every acknowledged event is delivered.
+#[tokio::test]
+async fn a_queue_on_a_cluster_loses_nothing_through_a_primary_failover() {
+    let cluster = RedisCluster::start_with_replicas();
+    let downstream = FakeDownstream::start().await;
+    let text = process_config(&cluster.nodes[0], downstream.addr.port())
+        .replace("name = \"qcrash\"", "name = \"qcl\"")
+        .replace("allow_volatile = true", "wait_replicas = 1\nwait_timeout = \"500ms\"");
+    let urls = cluster.urls().join(",");
+    let serving = process::serve_with_env("cluster", &text, &[], &[("HOOKGATE_REDIS_URL", &urls)]).await;
+    let (primary, replica) = cluster.primary_and_replica_of("hg:queue:{qcl}");
+
+    // A sender that retries each event until it is acknowledged (for at most 20 s), as a provider would.
+    let port = serving.public;
+    let sender = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..150 {
+            let id = format!("cl-{i}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let reply = send_to_port(port, &id).await;
+                if reply.status == 202 {
+                    acknowledged.push(id);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{id} never acknowledged: {:?}", reply.body);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        acknowledged
+    });
+    assert!(until(Duration::from_secs(20), || downstream.received().len() >= 30).await);
+    // A manual failover that cannot finish in 5 s is abandoned by Redis; ask again, within 30 s.
+    let mut asked = Instant::now() - Duration::from_secs(10);
+    assert!(
+        until(Duration::from_secs(30), || {
+            if asked.elapsed() >= Duration::from_secs(6) {
+                asked = Instant::now();
+                assert_eq!(replica.cli(&["cluster", "failover"]), "OK");
+            }
+            replica.cli(&["info", "replication"]).contains("role:master")
+        })
+        .await,
+        "the replica took over: {}\n{}\n{}",
+        replica.port,
+        replica.cli(&["info", "replication"]),
+        cluster.nodes[0].cli(&["cluster", "nodes"])
+    );
+    assert!(
+        until(Duration::from_secs(20), || primary
+            .cli(&["info", "replication"])
+            .contains("master_link_status:up"))
+        .await,
+        "the old primary follows it, so that WAIT 1 can be met again"
+    );
+    let acknowledged = tokio::time::timeout(Duration::from_secs(120), sender)
+        .await
+        .expect("the sender finished")
+        .expect("sender");
+    assert_eq!(acknowledged.len(), 150);
+    let delivered = || {
+        downstream
+            .received()
+            .iter()
+            .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    assert!(
+        until(Duration::from_secs(30), || acknowledged
+            .iter()
+            .all(|id| delivered().contains(id)))
+        .await,
+        "every acknowledged event is delivered after the failover"
+    );
+    // Dedup goes on across the failover: an acknowledged event sent again is a duplicate.
+    let again = send_to_port(port, "cl-0").await;
+    again.assert(200, "duplicate");
+}
+
+async fn send_to_port(port: u16, id: &str) -> crate::common::Reply {
+    let config = crate::common::gateway::test_config("http://127.0.0.1:1");
+    let body = crate::common::event_body(id);
+    let url = format!("http://127.0.0.1:{port}/github");
+    crate::common::Sender::default()
+        .post(&url, crate::common::sign(&config, "github", &body, id), body)
+        .await
 }

@@ -69,6 +69,11 @@ pub async fn exits_cleanly(child: &mut Child) {
 /// Writes `text` (with `PUBLIC` and `ADMIN` replaced by free ports) to a file named after `name`, starts
 /// `hookgate serve --config FILE` with `extra` arguments, and waits until it is ready.
 pub async fn serve(name: &str, text: &str, extra: &[&str]) -> Serving {
+    serve_with_env(name, text, extra, &[]).await
+}
+
+/// Like [`serve`], with environment variables set for the process.
+pub async fn serve_with_env(name: &str, text: &str, extra: &[&str], env: &[(&str, &str)]) -> Serving {
     let (public, admin) = (free_port(), free_port());
     let text = text
         .replace("PUBLIC", &public.to_string())
@@ -79,6 +84,7 @@ pub async fn serve(name: &str, text: &str, extra: &[&str]) -> Serving {
         .args(extra)
         .arg("--config")
         .arg(&path)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -288,27 +288,90 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Three primaries, no replicas, no persistence.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
+        Self::start_with(0, &[])
+    }
+
+    /// Three primaries with one replica each, every node with its append-only file: what a queue on a
+    /// cluster runs on.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1, &["--appendonly", "yes", "--appendfsync", "everysec"])
+    }
+
+    fn start_with(replicas: usize, extra: &[&str]) -> Self {
+        let args: Vec<&str> = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
+            .map(|_| RedisServer::start_with(&args))
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli --cluster create");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         for node in &nodes {
-            while !node.cli(&["cluster", "info"]).contains("cluster_state:ok") {
+            loop {
+                let ok = node.cli(&["cluster", "info"]).contains("cluster_state:ok");
+                let replication = node.cli(&["info", "replication"]);
+                let synced = replication.contains("role:master") || replication.contains("master_link_status:up");
+                // Every node knows every other, and which are replicas: a failover needs their votes.
+                let table = node.cli(&["cluster", "nodes"]);
+                let known = table.lines().filter(|l| l.contains(" connected")).count() == nodes.len()
+                    && table.matches("slave").count() == 3 * replicas;
+                if ok && synced && known {
+                    break;
+                }
                 assert!(Instant::now() < deadline, "cluster did not become ok");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
         RedisCluster { nodes }
+    }
+
+    /// The node that serves `key` now, and the replica of it (waiting, at most 20 s, until the cluster's
+    /// table shows both).
+    pub fn primary_and_replica_of(&self, key: &str) -> (&RedisServer, &RedisServer) {
+        let slot: u16 = self.nodes[0].cli(&["cluster", "keyslot", key]).parse().expect("slot");
+        let node = |address: &str| {
+            let port: u16 = address
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            self.nodes.iter().find(|n| n.port == port).expect("one of ours")
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let table = self.nodes[0].cli(&["cluster", "nodes"]);
+            let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+            let serves = |fields: &Vec<&str>| {
+                fields.get(8..).unwrap_or_default().iter().any(|range| {
+                    let (from, to) = range.split_once('-').unwrap_or((range, range));
+                    matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                })
+            };
+            let primary = lines
+                .iter()
+                .find(|f| f.len() > 8 && f[2].contains("master") && serves(f));
+            if let Some(primary) = primary
+                && let Some(replica) = lines.iter().find(|f| f.len() > 3 && f[3] == primary[0])
+            {
+                return (node(primary[1]), node(replica[1]));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no primary and replica for slot {slot}:\n{table}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn urls(&self) -> Vec<String> {
