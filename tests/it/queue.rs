@@ -69,6 +69,14 @@ fn queue_of(config: &Config, source: &str) -> Arc<Queue> {
     gateway.queue(source).expect("a queued source").clone()
 }
 
+/// Whether `source`'s queue holds nothing, in its stream or waiting for a retry: every entry has been
+/// settled, so nothing more can be delivered. What a test waits for before it counts deliveries, instead of
+/// a pause.
+fn settled(redis: &RedisServer, source: &str) -> bool {
+    redis.cli(&["XLEN", &format!("hg:queue:{{{source}}}")]) == "0"
+        && redis.cli(&["ZCARD", &format!("hg:delayed:{{{source}}}")]) == "0"
+}
+
 fn attempts(received: &[Received]) -> Vec<String> {
     received
         .iter()
@@ -190,8 +198,11 @@ async fn an_event_that_always_fails_is_dead_lettered_and_replay_delivers_it_once
         0,
         "safe to run twice"
     );
-    assert!(until(Duration::from_secs(10), || downstream.received().len() == 4).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        until(Duration::from_secs(10), || downstream.received().len() == 4
+            && settled(&redis, "qdead"))
+        .await
+    );
     let received = downstream.received();
     assert_eq!(received.len(), 4, "delivered once after the replay");
     assert_eq!(
@@ -317,8 +328,11 @@ async fn two_gateways_on_one_stream_deliver_every_event_once() {
     for task in sends {
         task.await.expect("task").assert(202, "queued");
     }
-    assert!(until(Duration::from_secs(20), || downstream.received().len() >= 200).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        until(Duration::from_secs(20), || downstream.received().len() >= 200
+            && settled(&redis, "qtwo"))
+        .await
+    );
     let received = downstream.received();
     let ids: HashSet<_> = received
         .iter()
@@ -340,7 +354,7 @@ async fn with_redis_down_at_accept_the_sender_gets_503_and_nothing_is_forwarded(
     let reply = send(&gateway, &config, "qdown", "down-1").await;
     reply.assert(503, "unavailable");
     assert!(reply.headers.contains_key("retry-after"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The append failed: the event is nowhere a reader could take it from, so nothing is waited for.
     assert!(downstream.received().is_empty());
     gateway.stop().await;
 }
@@ -379,7 +393,7 @@ async fn a_burst_of_10000_events_is_accepted_then_drained_exactly_once() {
     let accepted = started.elapsed();
     assert!(until(Duration::from_secs(120), || downstream.received().len() >= total).await);
     let drained = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(until(Duration::from_secs(20), || settled(&redis, "qburst")).await);
     let received = downstream.received();
     let ids: HashSet<_> = received
         .iter()
@@ -444,7 +458,7 @@ async fn sigkill_after_the_202_and_before_delivery_loses_nothing() {
         until(Duration::from_secs(20), || !downstream.received().is_empty()).await,
         "delivered after restart"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(until(Duration::from_secs(20), || settled(&redis, "qcrash")).await);
     let received = downstream.received();
     assert_eq!(
         received.len(),
@@ -483,7 +497,7 @@ async fn sigkill_during_a_delivery_delivers_at_least_once() {
         until(Duration::from_secs(20), || downstream.received().len() >= 2).await,
         "redelivered"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(until(Duration::from_secs(20), || settled(&redis, "qcrash")).await);
     let received = downstream.received();
     let duplicates = received.len() - 1;
     assert_eq!(
