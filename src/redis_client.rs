@@ -360,3 +360,9 @@ async fn cluster_connection(
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
+
+/// Whether an error message is Redis's `NOSCRIPT` (the script is not loaded yet; send it with `EVAL`), as
+/// the server words it or as the client names it.
+pub fn is_no_script(message: &str) -> bool {
+    message.starts_with("NOSCRIPT") || message.starts_with("NoScript")
+}

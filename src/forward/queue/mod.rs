@@ -175,27 +175,10 @@ impl Queue {
         let maxlen = self.config.maxlen.unwrap_or(0);
         let ttl = millis(self.marker_ttl);
         let replicas = self.config.wait_replicas;
-        let run = async {
-            if replicas == 0 {
-                let mut invocation = self.scripts.append.prepare_invoke();
-                invocation
-                    .key(&self.keys.stream)
-                    .key(&self.keys.delayed)
-                    .key(&marker)
-                    .arg(maxlen)
-                    .arg(FIELD)
-                    .arg(&envelope)
-                    .arg(ttl);
-                return self
-                    .redis
-                    .invoke_idempotent::<i64>(&invocation)
-                    .await
-                    .map(|outcome| (outcome, 0));
-            }
-            // The script and `WAIT` go out together on one connection: `EVAL`, whose text needs no loading.
-            let mut append = redis::cmd("EVAL");
-            append
-                .arg(scripts::APPEND)
+        // `EVALSHA` (or `EVAL`, with the script's text) on the keys and arguments of `scripts::APPEND`.
+        let command = |verb: &str, script: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(script)
                 .arg(3)
                 .arg(&self.keys.stream)
                 .arg(&self.keys.delayed)
@@ -204,9 +187,29 @@ impl Queue {
                 .arg(FIELD)
                 .arg(&envelope)
                 .arg(ttl);
+            cmd
+        };
+        let run = async {
+            if replicas == 0 {
+                // Pipelined with the other commands of this thread; safe to send twice (once per event).
+                let outcome = match self
+                    .redis
+                    .query_idempotent::<i64>(&command("EVALSHA", self.scripts.append.get_hash()))
+                    .await
+                {
+                    Err(e) if crate::redis_client::is_no_script(&e) => {
+                        self.redis
+                            .query_idempotent::<i64>(&command("EVAL", scripts::APPEND))
+                            .await
+                    }
+                    other => other,
+                }?;
+                return Ok((outcome, 0));
+            }
+            // The script and `WAIT` go out together on one connection: `EVAL`, whose text needs no loading.
             let (outcome, acknowledged) = self
                 .redis
-                .write_and_wait(&append, replicas, self.config.wait_timeout)
+                .write_and_wait(&command("EVAL", scripts::APPEND), replicas, self.config.wait_timeout)
                 .await?;
             Ok((i64::from_redis_value(outcome).map_err(|e| e.to_string())?, acknowledged))
         };
