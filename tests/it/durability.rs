@@ -52,7 +52,8 @@ async fn a_queue_on_redis_without_persistence_refuses_to_start_and_says_what_to_
 async fn acknowledged_events_survive_a_sigkill_of_redis_on_its_append_only_file() {
     let mut redis = RedisServer::start_durable();
     // Nothing listens on the downstream's port yet: every event waits in the queue.
-    let port = process::free_port();
+    let held = FakeDownstream::reserve();
+    let port = held.port;
     let config = queued(&format!("http://127.0.0.1:{port}"), &redis, "qaof", |q| {
         q.allow_volatile = false;
         q.backoff.initial = Duration::from_millis(50);
@@ -67,7 +68,7 @@ async fn acknowledged_events_survive_a_sigkill_of_redis_on_its_append_only_file(
     redis.stop();
     redis.restart();
 
-    let downstream = FakeDownstream::start_on(port).await;
+    let downstream = held.start().await;
     let delivered = || {
         let mut got: Vec<String> = downstream
             .received()
@@ -96,7 +97,8 @@ async fn acknowledged_events_survive_a_sigkill_of_redis_on_its_append_only_file(
 #[tokio::test]
 async fn an_append_no_replica_confirmed_is_refused_and_its_retry_is_not_appended_twice() {
     let redis = RedisServer::start_durable();
-    let port = process::free_port();
+    let held = FakeDownstream::reserve();
+    let port = held.port;
     let config = queued(&format!("http://127.0.0.1:{port}"), &redis, "qwait", |q| {
         q.allow_volatile = false;
         q.wait_replicas = 1;
@@ -124,7 +126,7 @@ async fn an_append_no_replica_confirmed_is_refused_and_its_retry_is_not_appended
     assert_eq!(queued_entries(), 1, "the retry did not append the event again");
     send(&gateway, &config, "qwait", "w-2").await.assert(202, "queued");
 
-    let downstream = FakeDownstream::start_on(port).await;
+    let downstream = held.start().await;
     assert!(
         until(Duration::from_secs(20), || queued_entries() == 0
             && downstream.received().len() >= 2)

@@ -450,13 +450,14 @@ pub(crate) async fn send_to(process: &Serving, id: &str) -> Reply {
 async fn sigkill_after_the_202_and_before_delivery_loses_nothing() {
     let redis = RedisServer::start();
     // Nothing listens on the downstream's port yet: no delivery can happen before the kill.
-    let port = process::free_port();
+    let held = FakeDownstream::reserve();
+    let port = held.port;
     let text = process_config(&redis, port);
     let mut first = process::serve("before", &text, &[]).await;
     send_to(&first, "crash-1").await.assert(202, "queued");
     first.child.kill().await.expect("SIGKILL");
 
-    let downstream = FakeDownstream::start_on(port).await;
+    let downstream = held.start().await;
     let second = process::serve("before", &text, &[]).await;
     assert!(
         until(Duration::from_secs(20), || !downstream.received().is_empty()).await,

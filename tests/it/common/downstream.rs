@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 /// One request as the downstream received it.
@@ -43,6 +43,19 @@ struct State {
     behaviour: Mutex<Behaviour>,
 }
 
+/// A port held for a downstream: see [`FakeDownstream::reserve`].
+pub struct Reserved {
+    socket: TcpSocket,
+    pub port: u16,
+}
+
+impl Reserved {
+    /// The downstream starts answering on the held port.
+    pub async fn start(self) -> FakeDownstream {
+        FakeDownstream::listen(self.socket).await
+    }
+}
+
 pub struct FakeDownstream {
     pub addr: SocketAddr,
     state: Arc<State>,
@@ -51,12 +64,20 @@ pub struct FakeDownstream {
 
 impl FakeDownstream {
     pub async fn start() -> Self {
-        Self::start_on(0).await
+        Self::reserve().start().await
     }
 
-    /// On a given loopback port (0: any free one).
-    pub async fn start_on(port: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind downstream");
+    /// A loopback port held for a downstream that does not answer yet: bound, not listening, so that a
+    /// connection to it is refused, and no other test can take the port before `start`.
+    pub fn reserve() -> Reserved {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind downstream");
+        let port = socket.local_addr().expect("addr").port();
+        Reserved { socket, port }
+    }
+
+    async fn listen(socket: TcpSocket) -> Self {
+        let listener = socket.listen(1024).expect("listen");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
