@@ -17,12 +17,15 @@ use crate::ingress::route::RouteError;
 use crate::ingress::shed::Overloaded;
 use crate::verify::VerifyError;
 use crate::verify::event_id::EventIdError;
+use crate::verify::handshake::HandshakeReply;
 
 /// What happened to a request: the value of `x-hookgate-outcome` and the `outcome` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// 200: delivered to the `http` or `stdout` handler.
     Forwarded,
+    /// 200: a verified provider handshake, answered by the gateway with the body the provider expects.
+    Handshake,
     /// 202: appended to the durable queue.
     Queued,
     /// 200: already processed; not forwarded again.
@@ -60,6 +63,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
+            Outcome::Handshake => "handshake",
             Outcome::Queued => "queued",
             Outcome::Duplicate => "duplicate",
             Outcome::InFlight => "in_flight",
@@ -81,7 +85,7 @@ impl Outcome {
     /// The HTTP status the sender gets.
     pub fn status(self) -> StatusCode {
         match self {
-            Outcome::Forwarded | Outcome::Duplicate => StatusCode::OK,
+            Outcome::Forwarded | Outcome::Handshake | Outcome::Duplicate => StatusCode::OK,
             Outcome::Queued => StatusCode::ACCEPTED,
             Outcome::InFlight => StatusCode::CONFLICT,
             Outcome::BadSignature => StatusCode::UNAUTHORIZED,
@@ -107,7 +111,7 @@ impl Outcome {
             };
         }
         bodies! {
-            Forwarded => "forwarded", Queued => "queued", Duplicate => "duplicate", InFlight => "in_flight",
+            Forwarded => "forwarded", Handshake => "handshake", Queued => "queued", Duplicate => "duplicate", InFlight => "in_flight",
             BadSignature => "bad_signature", IpDenied => "ip_denied", RateLimited => "rate_limited",
             NotFound => "not_found", MethodNotAllowed => "method_not_allowed", TooLarge => "too_large",
             BadRequest => "bad_request", RequestTimeout => "request_timeout",
@@ -118,10 +122,12 @@ impl Outcome {
 }
 
 /// A request that got through: the sender is told it succeeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// Delivered downstream.
     Forwarded,
+    /// A provider's handshake, answered with this.
+    Handshake(HandshakeReply),
     /// Durably enqueued.
     Queued,
     /// Delivered before; not forwarded again.
@@ -130,9 +136,10 @@ pub enum Accepted {
 
 impl Accepted {
     /// The outcome the sender is told.
-    pub fn outcome(self) -> Outcome {
+    pub fn outcome(&self) -> Outcome {
         match self {
             Accepted::Forwarded => Outcome::Forwarded,
+            Accepted::Handshake(_) => Outcome::Handshake,
             Accepted::Queued => Outcome::Queued,
             Accepted::Duplicate => Outcome::Duplicate,
         }
@@ -145,6 +152,12 @@ impl From<Delivered> for Accepted {
             Delivered::Forwarded => Accepted::Forwarded,
             Delivered::Queued => Accepted::Queued,
         }
+    }
+}
+
+impl From<HandshakeReply> for Accepted {
+    fn from(reply: HandshakeReply) -> Self {
+        Accepted::Handshake(reply)
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::body::{BodyBudget, BodyLimits, MinRate};
-use crate::config::{Config, ConfigError, ForwardConfig, SourceConfig, StoreKind};
+use crate::config::{Config, ConfigError, ForwardConfig, SchemeKind, SourceConfig, StoreKind};
 use crate::dedup::DedupStore;
 use crate::forward::Handler;
 use crate::forward::http::{HttpClient, HttpHandler};
@@ -26,6 +26,7 @@ use crate::ingress::shed::ClientSlots;
 use crate::redis_client::RedisClient;
 use crate::verify::Verifier;
 use crate::verify::event_id::Locator;
+use crate::verify::layer::Clock;
 
 /// What outlives one config: a reload builds a new [`Gateway`] around the same backends.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct Backends {
     pub clients: Arc<ClientSlots>,
     /// Body bytes held at once by all requests; kept across reloads (with the cap set at start).
     pub body_budget: Arc<BodyBudget>,
+    /// What dates signed timestamps: the system clock, or a fixed instant in tests.
+    pub clock: Clock,
 }
 
 impl Backends {
@@ -77,6 +80,7 @@ impl Backends {
             inflight: Arc::new(AtomicUsize::new(0)),
             clients: ClientSlots::new(config.server.max_inflight_per_client, config.rate_limit.ipv6_prefix),
             body_budget: BodyBudget::new(config.server.max_body_buffer_bytes),
+            clock: Clock::System,
         })
     }
 }
@@ -90,6 +94,8 @@ pub struct Source {
     pub path: String,
     /// Its signature check, with every active key.
     pub verifier: Arc<Verifier>,
+    /// Its scheme, which says which handshake its provider performs.
+    pub scheme: SchemeKind,
     /// Where its event ids are.
     pub event_id: Arc<Locator>,
     /// Who may send.
@@ -209,6 +215,7 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         name: Arc::from(config.name.as_str()),
         path: config.path.clone(),
         verifier: Arc::new(verifier),
+        scheme: config.scheme,
         event_id: Arc::new(event_id),
         allowlist: Arc::new(Allowlist::new(allowed)),
         limiter: Arc::new(Limiter::new(&global.rate_limit, &config.rate_limit)),

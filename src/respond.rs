@@ -118,6 +118,13 @@ fn respond(handled: Handled, elapsed: Duration) -> Response<Full<Bytes>> {
     }
 
     let mut response = answer(outcome);
+    if let Ok(Accepted::Handshake(reply)) = &handled.result {
+        // The provider's own answer, in place of the usual JSON.
+        *response.body_mut() = Full::new(reply.body.clone());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, reply.content_type.clone());
+    }
     let headers = response.headers_mut();
     if let Some(after) = rejection.and_then(Rejection::retry_after) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
@@ -177,7 +184,7 @@ mod tests {
     async fn answer_of(result: Result<Accepted, Rejection>) -> Response<Full<Bytes>> {
         let inner = tower::service_fn(move |_: Request<()>| {
             let result = match &result {
-                Ok(accepted) => Ok(*accepted),
+                Ok(accepted) => Ok(accepted.clone()),
                 Err(Rejection::RateLimited(refused)) => Err(Rejection::RateLimited(*refused)),
                 Err(_) => unreachable!("only these two are used here"),
             };

@@ -32,6 +32,7 @@ use crate::gateway::{Backends, Gateway};
 use crate::ingress::connections::{ConnectionLimit, ConnectionSlot};
 use crate::peer::PeerAddr;
 use crate::stack::{self, GatewayService};
+use crate::verify::layer::Clock;
 
 /// The two listeners, bound before `run` so that tests can bind port 0 and read the real address, and
 /// where the public connections are served.
@@ -78,14 +79,28 @@ pub async fn run(
     config_path: &Path,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
+    reload: mpsc::Receiver<()>,
+) -> Result<(), ConfigError> {
+    run_with_clock(config, config_path, listeners, shutdown, reload, Clock::System).await
+}
+
+/// Like [`run`], with signed timestamps dated by `clock`: a fixed clock checks recorded requests (a
+/// provider's published examples) as of the moment they were signed.
+pub async fn run_with_clock(
+    config: Config,
+    config_path: &Path,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
     mut reload: mpsc::Receiver<()>,
+    clock: Clock,
 ) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: config_path.to_owned(),
         key: key.to_owned(),
         message,
     };
-    let backends = Backends::connect(&config, config_path)?;
+    let mut backends = Backends::connect(&config, config_path)?;
+    backends.clock = clock;
     let dedup = backends.dedup.clone();
     let gateway = Gateway::build(&config, &backends, config_path)?;
     if let Some(redis) = &backends.redis {

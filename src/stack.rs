@@ -33,6 +33,7 @@ use crate::ingress::shed::{ShedLayer, ShedService};
 use crate::peer::REQUEST_ID_HEADER;
 use crate::request_id::{MakeId, SaneId, SaneIdLayer};
 use crate::respond::{RespondLayer, RespondService};
+use crate::verify::handshake::{HandshakeLayer, HandshakeService};
 use crate::verify::layer::{EventIdLayer, EventIdService, VerifyLayer, VerifyService};
 
 /// One source's stack, below the router.
@@ -40,7 +41,9 @@ pub type SourceService = ShedService<
     AllowlistService<
         RateLimitService<
             BodyLimit<
-                RequestBodyDeadline<VerifyService<EventIdService<DedupService<ForwardService<Accepted, Rejection>>>>>,
+                RequestBodyDeadline<
+                    VerifyService<HandshakeService<EventIdService<DedupService<ForwardService<Accepted, Rejection>>>>>,
+                >,
             >,
         >,
     >,
@@ -126,7 +129,9 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         .layer(BodyLimitLayer::new(gateway.body_limits.clone()))
         .layer(RequestBodyDeadlineLayer::new(gateway.body_read_timeout))
         // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
-        .layer(VerifyLayer::new(source.verifier.clone()))
+        .layer(VerifyLayer::new(source.verifier.clone(), gateway.backends.clock))
+        // A provider's handshake is answered here: it has no event id, and is never forwarded.
+        .layer(HandshakeLayer::new(source.scheme))
         .layer(EventIdLayer::new(source.event_id.clone()))
         .layer(DedupLayer::new(gateway.backends.dedup.clone(), source.name.clone()))
         .service(ForwardService::new(source.handler.clone(), source.name.clone()))

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         Some(EventIdSpec::Json("/id".to_owned())),
         Some(EventIdSpec::Json("/data/object/id".to_owned())),
         Some(EventIdSpec::Json("/a~1b/~0c/0".to_owned())),
+        Some(EventIdSpec::Form("trigger_id".to_owned())),
     ] {
         let locator = Locator::new(spec.as_ref(), SchemeKind::Github).expect("locator");
         if let Ok(id) = locator.extract(&verified) {

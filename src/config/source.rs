@@ -307,6 +307,8 @@ pub enum EventIdSpec {
     Header(HeaderName),
     /// An RFC 6901 JSON pointer, such as `/id` or `/event/id`.
     Json(String),
+    /// A field of an `application/x-www-form-urlencoded` body (Slack commands, Twilio), decoded.
+    Form(String),
 }
 
 impl TryFrom<String> for EventIdSpec {
@@ -322,8 +324,14 @@ impl TryFrom<String> for EventIdSpec {
             } else {
                 Err(format!("JSON pointer `{pointer}` must start with `/`"))
             }
+        } else if let Some(field) = s.strip_prefix("form:") {
+            if field.is_empty() {
+                Err("`form:` needs a field name".to_owned())
+            } else {
+                Ok(EventIdSpec::Form(field.to_owned()))
+            }
         } else {
-            Err(format!("`{s}` must be `header:NAME` or `json:/pointer`"))
+            Err(format!("`{s}` must be `header:NAME`, `json:/pointer` or `form:FIELD`"))
         }
     }
 }
@@ -333,6 +341,7 @@ impl fmt::Display for EventIdSpec {
         match self {
             EventIdSpec::Header(name) => write!(f, "header:{name}"),
             EventIdSpec::Json(pointer) => write!(f, "json:{pointer}"),
+            EventIdSpec::Form(field) => write!(f, "form:{field}"),
         }
     }
 }

@@ -76,6 +76,8 @@ pub enum Locator {
     Header(HeaderName, Option<HeaderName>),
     /// A JSON pointer, kept as text for errors and split into unescaped segments.
     Json(String, Vec<String>),
+    /// A field of a form-encoded body.
+    Form(String),
 }
 
 impl Locator {
@@ -109,6 +111,7 @@ impl Locator {
                     .collect();
                 Locator::Json(pointer, segments)
             }
+            EventIdSpec::Form(field) => Locator::Form(field),
         })
     }
 
@@ -128,6 +131,13 @@ impl Locator {
                 let found = find_in_json(event.body(), segments)
                     .map_err(|()| EventIdError::BodyNotJson(format!("json:{pointer}")))?;
                 EventId::new(found.ok_or_else(|| EventIdError::Missing(format!("json:{pointer}")))?)
+            }
+            Locator::Form(field) => {
+                // The first occurrence of the field, percent-decoded; the body itself is forwarded as it came.
+                let found = form_urlencoded::parse(event.body())
+                    .find(|(name, _)| name == field)
+                    .map(|(_, value)| value.into_owned());
+                EventId::new(found.ok_or_else(|| EventIdError::Missing(format!("form:{field}")))?)
             }
         }
     }

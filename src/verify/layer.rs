@@ -24,12 +24,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct VerifyLayer {
     verifier: Arc<Verifier>,
+    clock: Clock,
 }
 
 impl VerifyLayer {
-    /// Checks each request against `verifier`'s keys.
-    pub fn new(verifier: Arc<Verifier>) -> Self {
-        VerifyLayer { verifier }
+    /// Checks each request against `verifier`'s keys, dating timestamps by `clock`.
+    pub fn new(verifier: Arc<Verifier>, clock: Clock) -> Self {
+        VerifyLayer { verifier, clock }
     }
 }
 
@@ -39,6 +40,7 @@ impl<S> Layer<S> for VerifyLayer {
         VerifyService {
             inner,
             verifier: self.verifier.clone(),
+            clock: self.clock,
         }
     }
 }
@@ -48,6 +50,7 @@ impl<S> Layer<S> for VerifyLayer {
 pub struct VerifyService<S> {
     inner: S,
     verifier: Arc<Verifier>,
+    clock: Clock,
 }
 
 impl<S, B> Service<Request<B>> for VerifyService<S>
@@ -71,20 +74,38 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
+        let clock = self.clock;
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = body::collect(body).await?;
-            let mut verified = verifier.verify(parts.headers, body, unix_now())?;
+            let mut verified = verifier.verify(parts.headers, body, clock.now())?;
             verified.extensions = parts.extensions;
             inner.call(verified).await
         })
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// The time that dates signed timestamps: the system's, or one fixed instant, so that a recorded request
+/// (a provider's published example, say) can be checked as of the moment it was signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// Always this Unix second.
+    Fixed(i64),
+}
+
+impl Clock {
+    /// Now, in Unix seconds.
+    pub fn now(self) -> i64 {
+        match self {
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            Clock::Fixed(at) => at,
+        }
+    }
 }
 
 /// Builds [`EventIdService`] around one source's event-id locator.
@@ -184,7 +205,7 @@ mod tests {
                 Ok::<_, Rejection>(Accepted::Forwarded)
             }
         });
-        let service = VerifyLayer::new(verifier()).layer(inner);
+        let service = VerifyLayer::new(verifier(), Clock::System).layer(inner);
         let ok = service.clone().oneshot(request(SIGNATURE, None)).await;
         assert!(matches!(ok, Ok(Accepted::Forwarded)), "{ok:?}");
         let tampered = SIGNATURE.replace("e17", "e18");
@@ -205,7 +226,7 @@ mod tests {
             async { Ok::<_, Rejection>(Accepted::Forwarded) }
         });
         let locator = Arc::new(Locator::new(None, SchemeKind::Github).expect("github has a default id"));
-        let service = VerifyLayer::new(verifier()).layer(EventIdLayer::new(locator).layer(inner));
+        let service = VerifyLayer::new(verifier(), Clock::System).layer(EventIdLayer::new(locator).layer(inner));
         let ok = service.clone().oneshot(request(SIGNATURE, Some("d-1"))).await;
         assert!(ok.is_ok(), "{ok:?}");
         let missing = service.oneshot(request(SIGNATURE, None)).await;

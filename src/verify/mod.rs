@@ -5,6 +5,7 @@
 
 pub mod event_id;
 pub mod github;
+pub mod handshake;
 pub mod hmac;
 pub mod layer;
 pub mod shopify;

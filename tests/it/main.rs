@@ -64,4 +64,5 @@ mod loadgen;
 mod operations;
 mod queue;
 mod schemes;
+mod slack;
 mod traffic;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use hookgate::config::{self, Config};
 use hookgate::server::{self, Listeners};
+use hookgate::verify::layer::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -83,6 +84,16 @@ impl TestGateway {
 
     /// Starts from `config`, reloading from `path` when asked.
     pub async fn start_from(config: Config, path: &Path) -> Self {
+        Self::start_with(config, path, Clock::System).await
+    }
+
+    /// Starts from `config`, with signed timestamps dated by `clock`: a provider's published example is
+    /// checked as of the moment it was signed.
+    pub async fn start_at(config: Config, clock: Clock) -> Self {
+        Self::start_with(config, Path::new("test.toml"), clock).await
+    }
+
+    async fn start_with(config: Config, path: &Path, clock: Clock) -> Self {
         let path = path.to_owned();
         let public = TcpListener::bind(config.server.listen).await.expect("bind public");
         let admin = TcpListener::bind(config.server.admin_listen).await.expect("bind admin");
@@ -95,7 +106,7 @@ impl TestGateway {
             let shutdown = async {
                 let _ = rx.await;
             };
-            server::run(config, &path, listeners, shutdown, reload_rx).await
+            server::run_with_clock(config, &path, listeners, shutdown, reload_rx, clock).await
         });
         TestGateway {
             addr,
