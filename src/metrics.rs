@@ -156,7 +156,7 @@ fn describe() {
     );
     describe_counter!(
         QUEUE_DELIVERIES_TOTAL,
-        "Queue delivery attempts by source and result: delivered, retry, dead, superseded, unsettled."
+        "Queue delivery attempts by source and result: delivered, retry, dead, superseded, unsettled, unreplicated."
     );
     describe_counter!(
         QUEUE_LOST_TOTAL,
@@ -226,8 +226,8 @@ pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }
 
-/// `result` is `delivered`, `retry`, `dead`, `superseded` (another replica settled it first) or
-/// `unsettled`.
+/// `result` is `delivered`, `retry`, `dead`, `superseded` (another replica settled it first),
+/// `unsettled`, or `unreplicated` (read, and held back until `wait_replicas` replicas have it).
 pub fn queue_delivery(source: &Arc<str>, result: &'static str) {
     counter!(QUEUE_DELIVERIES_TOTAL, "source" => source.clone(), "result" => result).increment(1);
 }

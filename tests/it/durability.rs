@@ -232,3 +232,54 @@ async fn send_to_port(port: u16, id: &str) -> crate::common::Reply {
         .post(&url, crate::common::sign(&config, "github", &body, id), body)
         .await
 }
+
+/// With `wait_replicas`, a worker delivered an entry as soon as it was appended, replicated or not: an
+/// entry refused for want of replicas (`503`) could be delivered, lost in a failover, appended again by
+/// the sender's retry, and delivered a second time. Now an entry is delivered only once the replicas have
+/// it.
+#[tokio::test]
+async fn with_wait_replicas_an_entry_is_delivered_only_once_a_replica_has_it() {
+    let redis = RedisServer::start_durable();
+    let downstream = FakeDownstream::start().await;
+    let config = queued(&downstream.url(""), &redis, "qheld", |q| {
+        q.allow_volatile = false;
+        q.wait_replicas = 1;
+        q.wait_timeout = Duration::from_millis(200);
+        q.timeout = Duration::from_millis(500);
+        q.reclaim_after = Duration::from_millis(1600);
+    });
+    let gateway = crate::common::TestGateway::start(config.clone()).await;
+    send(&gateway, &config, "qheld", "h-1").await.assert(503, "unavailable");
+
+    let held = "hookgate_queue_deliveries_total{source=\"qheld\",result=\"unreplicated\"}";
+    let mut page = String::new();
+    for _ in 0..500 {
+        page = crate::common::scrape(&gateway.admin_url("/metrics")).await;
+        if crate::common::metric(&page, held) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        crate::common::metric(&page, held) >= 1.0,
+        "a worker read the entry and held it back:\n{page}"
+    );
+    assert!(
+        downstream.received().is_empty(),
+        "not delivered while no replica has it"
+    );
+
+    let _replica = RedisServer::start_replica_of(&redis);
+    send(&gateway, &config, "qheld", "h-1").await.assert(202, "queued");
+    let settled =
+        || redis.cli(&["XLEN", "hg:queue:{qheld}"]) == "0" && redis.cli(&["ZCARD", "hg:delayed:{qheld}"]) == "0";
+    assert!(
+        until(Duration::from_secs(20), || !downstream.received().is_empty()
+            && settled())
+        .await
+    );
+    let received = downstream.received();
+    assert_eq!(received.len(), 1, "delivered once, after a replica had it");
+    assert_eq!(received[0].header("x-hookgate-event-id"), Some("h-1"));
+    gateway.stop().await;
+}

@@ -41,7 +41,7 @@ use super::http::{HttpHandler, Outgoing};
 use super::{Delivered, Delivery, ForwardError};
 use crate::config::forward::QUEUE_APPEND_TIMEOUT;
 use crate::config::{BackoffConfig, DedupConfig, QueueConfig};
-use crate::redis_client::{RedisClient, millis};
+use crate::redis_client::{Dedicated, RedisClient, millis};
 
 /// The delay before the retry that follows `attempts` failed attempts: full jitter, uniform between zero
 /// and `min(max, initial × multiplier^(attempts − 1))`.
@@ -353,6 +353,28 @@ impl Queue {
         result
     }
 
+    /// With `wait_replicas`: whether that many replicas have the entries just read on `connection` (the
+    /// read is a write, after the entries in the replication stream, so `WAIT` on its connection covers
+    /// them). An entry is delivered only once a failover can no longer lose it: else a sender's retry,
+    /// refused for want of replicas, could append it again after a failover and have it delivered twice.
+    async fn replicated(&self, connection: &mut Dedicated, count: usize) -> Result<bool, String> {
+        let wanted = self.config.wait_replicas;
+        if wanted == 0 {
+            return Ok(true);
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted).arg(millis(self.config.wait_timeout));
+        let acknowledged: u32 = connection.query(&wait).await?;
+        if acknowledged < wanted {
+            tracing::warn!(source = %self.source, acknowledged, wanted, entries = count, "queue entries not on enough replicas yet; not delivered until they are");
+            for _ in 0..count {
+                crate::metrics::queue_delivery(&self.source, "unreplicated");
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Puts retries that are due back on the stream.
     async fn move_due(&self) -> Result<i64, String> {
         let mut invocation = self.scripts.move_due.prepare_invoke();
@@ -367,7 +389,7 @@ impl Queue {
     /// Takes over entries that another consumer left pending for longer than `reclaim_after`. Entries
     /// deleted while pending (by hand, or by a trim of an older version) are gone: they are counted as
     /// lost, and logged.
-    async fn reclaim(&self, consumer: &str, count: usize) -> Result<Vec<StreamId>, String> {
+    async fn reclaim(&self, connection: &mut Dedicated, consumer: &str, count: usize) -> Result<Vec<StreamId>, String> {
         let mut cmd = redis::cmd("XAUTOCLAIM");
         cmd.arg(&self.keys.stream)
             .arg(GROUP)
@@ -376,7 +398,7 @@ impl Queue {
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
-        let reply: StreamAutoClaimReply = self.redis.query(&cmd).await?;
+        let reply: StreamAutoClaimReply = connection.query(&cmd).await?;
         if !reply.deleted_ids.is_empty() {
             tracing::error!(source = %self.source, entry_ids = ?reply.deleted_ids, "queue entries were deleted while pending: these events are lost");
             crate::metrics::queue_lost(&self.source, reply.deleted_ids.len());

@@ -89,10 +89,13 @@ async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, task
             while let Ok(slot) = slots.clone().try_acquire_owned() {
                 held.push(slot);
             }
+            let Some(dedicated) = connection.as_mut() else {
+                return Ok(Vec::new());
+            };
             let mut entries = Vec::new();
             if last_reclaim.elapsed() >= queue.config.reclaim_after / 4 {
                 last_reclaim = tokio::time::Instant::now();
-                entries.extend(queue.reclaim(&consumer, held.len()).await?);
+                entries.extend(queue.reclaim(dedicated, &consumer, held.len()).await?);
             }
             if entries.is_empty() {
                 let mut cmd = redis::cmd("XREADGROUP");
@@ -102,11 +105,12 @@ async fn read(queue: Arc<Queue>, consumer: String, stop: CancellationToken, task
                     .arg("STREAMS")
                     .arg(&queue.keys.stream)
                     .arg(">");
-                let Some(dedicated) = connection.as_mut() else {
-                    return Ok(Vec::new());
-                };
                 let reply: Option<StreamReadReply> = dedicated.query(&cmd).await?;
                 entries.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids));
+            }
+            if !entries.is_empty() && !queue.replicated(dedicated, entries.len()).await? {
+                // Left pending: taken again after `reclaim_after`, when the replicas may have caught up.
+                entries.clear();
             }
             // One slot per entry; the unused ones go back.
             held.truncate(entries.len());
