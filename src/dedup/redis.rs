@@ -18,15 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
-use sha2::{Digest, Sha256};
 
 use super::{Found, StoreError, Token};
 use crate::redis_client::{RedisClient, millis};
 
 const DONE: &[u8] = b"1";
-/// 96 bits: even at a billion ids a day per source, a collision (one event wrongly taken for a
-/// duplicate) is about one in 10^11 per day.
-const HASH_BYTES: usize = 12;
 
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -62,10 +58,7 @@ impl RedisStore {
     }
 
     pub(crate) fn key(&self, source: &str, id: &str) -> Vec<u8> {
-        let digest = Sha256::digest(id.as_bytes());
-        let mut key = format!("{}:dedup:{source}:", self.prefix).into_bytes();
-        key.extend_from_slice(&digest[..HASH_BYTES]);
-        key
+        crate::redis_client::id_key(&format!("{}:dedup:{source}:", self.prefix), id)
     }
 
     pub(crate) async fn claim(&self, key: &[u8], token: Token, lease: Duration) -> Result<Found, StoreError> {

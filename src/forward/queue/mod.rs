@@ -32,7 +32,6 @@ use http::HeaderValue;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply};
 use redis::{FromRedisValue, Script};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use self::envelope::{Envelope, now_ms};
 use self::scripts::{FIELD, GROUP, Scripts};
@@ -171,7 +170,8 @@ impl Queue {
     /// replicas too).
     pub(crate) async fn enqueue(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let envelope = Envelope::new(delivery).to_json();
-        let marker = self.marker(delivery.event_id.as_str());
+        // In the source's hash slot, beside the stream.
+        let marker = crate::redis_client::id_key(&self.keys.marker_prefix, delivery.event_id.as_str());
         let maxlen = self.config.maxlen.unwrap_or(0);
         let ttl = millis(self.marker_ttl);
         let replicas = self.config.wait_replicas;
@@ -228,15 +228,6 @@ impl Queue {
                 "redis did not answer within {QUEUE_APPEND_TIMEOUT:?}"
             ))),
         }
-    }
-
-    /// The key that marks `event_id` as appended: in the source's hash slot, with a fixed-length digest of
-    /// the id.
-    fn marker(&self, event_id: &str) -> Vec<u8> {
-        let digest = Sha256::digest(event_id.as_bytes());
-        let mut key = self.keys.marker_prefix.clone().into_bytes();
-        key.extend_from_slice(&digest[..16]);
-        key
     }
 
     /// Creates the consumer group (and the stream) when they do not exist yet.
