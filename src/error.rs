@@ -218,9 +218,7 @@ impl Rejection {
             Rejection::Dedup(DedupError::StoreUnavailable { .. }) => Outcome::Unavailable,
             Rejection::Forward(ForwardError::Timeout(_)) => Outcome::DownstreamTimeout,
             // The queue could not take the event: nothing failed downstream, the sender should come back.
-            Rejection::Forward(
-                ForwardError::Enqueue(_) | ForwardError::QueueFull | ForwardError::Unreplicated { .. },
-            ) => Outcome::Unavailable,
+            Rejection::Forward(e) if e.is_queue_refusal() => Outcome::Unavailable,
             Rejection::Forward(_) => Outcome::DownstreamError,
         }
     }
@@ -270,9 +268,7 @@ impl Rejection {
             Rejection::Overloaded(Overloaded { retry_after, .. })
             | Rejection::Dedup(DedupError::InFlight { retry_after })
             | Rejection::Dedup(DedupError::StoreUnavailable { retry_after }) => Some(*retry_after),
-            Rejection::Forward(
-                ForwardError::Enqueue(_) | ForwardError::QueueFull | ForwardError::Unreplicated { .. },
-            ) => Some(Duration::from_secs(5)),
+            Rejection::Forward(e) if e.is_queue_refusal() => Some(Duration::from_secs(5)),
             Rejection::Body(BodyError::OverBudget) => Some(crate::body::BUDGET_RETRY_AFTER),
             _ => None,
         }

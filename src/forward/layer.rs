@@ -94,8 +94,8 @@ where
 
 fn status_class(result: &Result<Delivered, ForwardError>) -> &'static str {
     match result {
-        Ok(Delivered::Queued)
-        | Err(ForwardError::Enqueue(_) | ForwardError::QueueFull | ForwardError::Unreplicated { .. }) => "queue",
+        Ok(Delivered::Queued) => "queue",
+        Err(e) if e.is_queue_refusal() => "queue",
         Ok(Delivered::Forwarded) => "2xx",
         Err(ForwardError::Status(s)) if s.is_client_error() => "4xx",
         Err(ForwardError::Status(s)) if s.is_server_error() => "5xx",

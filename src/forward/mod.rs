@@ -56,6 +56,17 @@ pub enum ForwardError {
     },
 }
 
+impl ForwardError {
+    /// The queue could not take the event (Redis, `maxlen`, or replicas): nothing failed downstream, and
+    /// the sender should come back later.
+    pub fn is_queue_refusal(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::Enqueue(_) | ForwardError::QueueFull | ForwardError::Unreplicated { .. }
+        )
+    }
+}
+
 /// One accepted event on its way to a handler, with what the gateway learned about it.
 pub struct Delivery<'a> {
     /// The source's name.
