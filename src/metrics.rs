@@ -226,10 +226,12 @@ pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }
 
-/// `result` is `delivered`, `retry`, `dead`, `superseded` (another replica settled it first),
-/// `unsettled`, or `unreplicated` (read, and held back until `wait_replicas` replicas have it).
-pub fn queue_delivery(source: &Arc<str>, result: &'static str) {
-    counter!(QUEUE_DELIVERIES_TOTAL, "source" => source.clone(), "result" => result).increment(1);
+/// `count` deliveries of `source` ended in `result`: `delivered`, `retry`, `dead`, `superseded` (another
+/// replica settled it first), `unsettled`, or `unreplicated` (read, and held back until `wait_replicas`
+/// replicas have it).
+pub fn queue_delivery(source: &Arc<str>, result: &'static str, count: usize) {
+    counter!(QUEUE_DELIVERIES_TOTAL, "source" => source.clone(), "result" => result)
+        .increment(u64::try_from(count).unwrap_or(u64::MAX));
 }
 
 /// `count` queue entries of `source` were found deleted while pending.

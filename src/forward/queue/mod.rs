@@ -340,7 +340,7 @@ impl Queue {
                 "unsettled"
             }
         };
-        crate::metrics::queue_delivery(&self.source, result);
+        crate::metrics::queue_delivery(&self.source, result, 1);
         result
     }
 
@@ -358,9 +358,7 @@ impl Queue {
         let acknowledged: u32 = connection.query(&wait).await?;
         if acknowledged < wanted {
             tracing::warn!(source = %self.source, acknowledged, wanted, entries = count, "queue entries not on enough replicas yet; not delivered until they are");
-            for _ in 0..count {
-                crate::metrics::queue_delivery(&self.source, "unreplicated");
-            }
+            crate::metrics::queue_delivery(&self.source, "unreplicated", count);
             return Ok(false);
         }
         Ok(true)
