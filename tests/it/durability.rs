@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::process::{self, BIN};
 use crate::common::redis::{RedisCluster, RedisServer};
 use crate::common::{FakeDownstream, temp_file, until};
-use crate::queue::{process_config, queued, send};
+use crate::queue::{process_config, queued, send, settled};
 
 /// Before: the gateway started on a Redis without persistence and answered `202 queued` for events that a
 /// Redis restart would lose.
@@ -70,11 +70,7 @@ async fn acknowledged_events_survive_a_sigkill_of_redis_on_its_append_only_file(
 
     let downstream = held.start().await;
     let delivered = || {
-        let mut got: Vec<String> = downstream
-            .received()
-            .iter()
-            .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
-            .collect();
+        let mut got = downstream.event_ids();
         got.sort();
         got
     };
@@ -132,11 +128,7 @@ async fn an_append_no_replica_confirmed_is_refused_and_its_retry_is_not_appended
             && downstream.received().len() >= 2)
         .await
     );
-    let mut ids: Vec<String> = downstream
-        .received()
-        .iter()
-        .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
-        .collect();
+    let mut ids = downstream.event_ids();
     ids.sort();
     assert_eq!(ids, ["w-1", "w-2"]);
     gateway.stop().await;
@@ -207,9 +199,8 @@ async fn a_queue_on_a_cluster_loses_nothing_through_a_primary_failover() {
     assert_eq!(acknowledged.len(), 150);
     let delivered = || {
         downstream
-            .received()
-            .iter()
-            .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
+            .event_ids()
+            .into_iter()
             .collect::<std::collections::BTreeSet<String>>()
     };
     assert!(
@@ -252,14 +243,10 @@ async fn with_wait_replicas_an_entry_is_delivered_only_once_a_replica_has_it() {
     send(&gateway, &config, "qheld", "h-1").await.assert(503, "unavailable");
 
     let held = "hookgate_queue_deliveries_total{source=\"qheld\",result=\"unreplicated\"}";
-    let mut page = String::new();
-    for _ in 0..500 {
-        page = crate::common::scrape(&gateway.admin_url("/metrics")).await;
-        if crate::common::metric(&page, held) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let page = crate::common::scrape_until(&gateway.admin_url("/metrics"), Duration::from_secs(10), |page| {
+        crate::common::metric(page, held) >= 1.0
+    })
+    .await;
     assert!(
         crate::common::metric(&page, held) >= 1.0,
         "a worker read the entry and held it back:\n{page}"
@@ -271,11 +258,9 @@ async fn with_wait_replicas_an_entry_is_delivered_only_once_a_replica_has_it() {
 
     let _replica = RedisServer::start_replica_of(&redis);
     send(&gateway, &config, "qheld", "h-1").await.assert(202, "queued");
-    let settled =
-        || redis.cli(&["XLEN", "hg:queue:{qheld}"]) == "0" && redis.cli(&["ZCARD", "hg:delayed:{qheld}"]) == "0";
     assert!(
         until(Duration::from_secs(20), || !downstream.received().is_empty()
-            && settled())
+            && settled(&redis, "qheld"))
         .await
     );
     let received = downstream.received();

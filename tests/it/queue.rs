@@ -14,7 +14,7 @@ use crate::common::downstream::Received;
 use crate::common::gateway::test_config;
 use crate::common::process::{self, Serving};
 use crate::common::redis::RedisServer;
-use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, metric, scrape, sign, until};
+use crate::common::{FakeDownstream, Reply, Sender, TestGateway, event_body, metric, scrape_until, sign, until};
 
 fn queue_settings(url: String) -> QueueConfig {
     QueueConfig {
@@ -72,7 +72,7 @@ fn queue_of(config: &Config, source: &str) -> Arc<Queue> {
 /// Whether `source`'s queue holds nothing, in its stream or waiting for a retry: every entry has been
 /// settled, so nothing more can be delivered. What a test waits for before it counts deliveries, instead of
 /// a pause.
-fn settled(redis: &RedisServer, source: &str) -> bool {
+pub(crate) fn settled(redis: &RedisServer, source: &str) -> bool {
     redis.cli(&["XLEN", &format!("hg:queue:{{{source}}}")]) == "0"
         && redis.cli(&["ZCARD", &format!("hg:delayed:{{{source}}}")]) == "0"
 }
@@ -338,10 +338,7 @@ async fn two_gateways_on_one_stream_deliver_every_event_once() {
         .await
     );
     let received = downstream.received();
-    let ids: HashSet<_> = received
-        .iter()
-        .filter_map(|r| r.header("x-hookgate-event-id"))
-        .collect();
+    let ids: HashSet<_> = downstream.event_ids().into_iter().collect();
     assert_eq!(ids.len(), 200, "every event delivered");
     assert_eq!(received.len(), 200, "none delivered twice");
 }
@@ -399,10 +396,7 @@ async fn a_burst_of_10000_events_is_accepted_then_drained_exactly_once() {
     let drained = started.elapsed();
     assert!(until(Duration::from_secs(20), || settled(&redis, "qburst")).await);
     let received = downstream.received();
-    let ids: HashSet<_> = received
-        .iter()
-        .filter_map(|r| r.header("x-hookgate-event-id"))
-        .collect();
+    let ids: HashSet<_> = downstream.event_ids().into_iter().collect();
     assert_eq!((ids.len(), received.len()), (total, total));
     eprintln!(
         "burst of {total}: accepted in {accepted:?} ({:.0}/s), all delivered after {drained:?} ({:.0}/s overall)",
@@ -601,15 +595,8 @@ async fn a_delivery_settled_by_two_replicas_is_moved_once() {
     // The first gateway's delivery ends (its timeout passed while it was stopped) and it settles.
     let url = format!("http://127.0.0.1:{}/metrics", first.admin);
     let series = |result: &str| format!("hookgate_queue_deliveries_total{{source=\"qsuper\",result=\"{result}\"}}");
-    let mut page = String::new();
     let settled = |page: &str| metric(page, &series("superseded")) + metric(page, &series("retry")) >= 1.0;
-    for _ in 0..500 {
-        page = scrape(&url).await;
-        if settled(&page) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let page = scrape_until(&url, Duration::from_secs(10), settled).await;
     assert!(settled(&page), "the first gateway settled within 10 s:\n{page}");
     assert_eq!(metric(&page, &series("superseded")), 1.0, "{page}");
     assert_eq!(metric(&page, &series("retry")), 0.0, "{page}");
@@ -646,14 +633,10 @@ async fn entries_deleted_while_pending_are_counted_as_lost() {
     });
     let gateway = TestGateway::start(config.clone()).await;
     let series = "hookgate_queue_lost_total{source=\"qlost\"}";
-    let mut page = String::new();
-    for _ in 0..500 {
-        page = scrape(&gateway.admin_url("/metrics")).await;
-        if metric(&page, series) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let page = scrape_until(&gateway.admin_url("/metrics"), Duration::from_secs(10), |page| {
+        metric(page, series) >= 1.0
+    })
+    .await;
     assert_eq!(metric(&page, series), 1.0, "{page}");
     assert!(downstream.received().is_empty());
     gateway.stop().await;

@@ -126,6 +126,15 @@ impl FakeDownstream {
         self.state.connections.load(Ordering::Relaxed)
     }
 
+    /// The `x-hookgate-event-id` of every request received, in the order they came.
+    pub fn event_ids(&self) -> Vec<String> {
+        let received = self.state.received.lock().expect("lock");
+        received
+            .iter()
+            .filter_map(|r| r.header("x-hookgate-event-id").map(str::to_owned))
+            .collect()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().expect("lock").clone()
     }

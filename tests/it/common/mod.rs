@@ -128,6 +128,18 @@ pub async fn scrape(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Fetches the Prometheus page at `url` until `done` holds of it, at most `limit`; the last page fetched.
+pub async fn scrape_until(url: &str, limit: std::time::Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let page = scrape(url).await;
+        if done(&page) || std::time::Instant::now() >= deadline {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A keep-alive client over loopback.
 #[derive(Clone)]
 pub struct Sender {
