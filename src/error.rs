@@ -234,6 +234,8 @@ impl Rejection {
                 VerifyError::StaleTimestamp { .. } => "bad_signature:stale_timestamp",
                 VerifyError::FutureTimestamp { .. } => "bad_signature:future_timestamp",
                 VerifyError::Mismatch => "bad_signature:mismatch",
+                VerifyError::NoUrl => "bad_signature:no_url",
+                VerifyError::MalformedBody(_) => "bad_signature:malformed_body",
             },
             Rejection::EventId(e) => match e {
                 EventIdError::Missing(_) => "bad_request:missing_event_id",

@@ -24,7 +24,7 @@ use crate::ingress::client_ip::Resolver;
 use crate::ingress::rate_limit::{self, Limiter};
 use crate::ingress::shed::ClientSlots;
 use crate::redis_client::RedisClient;
-use crate::verify::Verifier;
+use crate::verify::{KeyError, Verifier};
 use crate::verify::event_id::Locator;
 use crate::verify::layer::Clock;
 
@@ -96,6 +96,8 @@ pub struct Source {
     pub verifier: Arc<Verifier>,
     /// Its scheme, which says which handshake its provider performs.
     pub scheme: SchemeKind,
+    /// The URL its provider was given, for URL-signed schemes.
+    pub public_url: Option<String>,
     /// Where its event ids are.
     pub event_id: Arc<Locator>,
     /// Who may send.
@@ -184,9 +186,26 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         .map(|(i, secret)| secret.resolve().map_err(|e| format!("secrets[{i}]: {e}")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("secrets", e))?;
-    let verifier = Verifier::new(config.scheme, config.hmac.as_ref(), &secrets, config.tolerance)
-        .map_err(|e| ("secrets", e.to_string()))?
-        .with_replay_guard(config.replay_guard_on());
+    let public_keys = config
+        .public_keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| key.resolve().map_err(|e| format!("public_keys[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("public_keys", e))?;
+    let verifier = Verifier::with_keys(
+        config.scheme,
+        config.hmac.as_ref(),
+        config.token_header.as_ref(),
+        &secrets,
+        &public_keys,
+        config.tolerance(),
+    )
+    .map_err(|e| match e {
+        KeyError::UnusablePublicKey { .. } => ("public_keys", e.to_string()),
+        _ => ("secrets", e.to_string()),
+    })?
+    .with_replay_guard(config.replay_guard_on());
     // `None` only for `hmac` without `event_id`, which validation refuses.
     let event_id = Locator::new(config.event_id.as_ref(), config.scheme)
         .ok_or(("event_id", "this scheme has no default event id; set one".to_owned()))?;
@@ -216,6 +235,7 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         path: config.path.clone(),
         verifier: Arc::new(verifier),
         scheme: config.scheme,
+        public_url: config.public_url.as_ref().map(|u| u.as_str().to_owned()),
         event_id: Arc::new(event_id),
         allowlist: Arc::new(Allowlist::new(allowed)),
         limiter: Arc::new(Limiter::new(&global.rate_limit, &config.rate_limit)),

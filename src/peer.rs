@@ -10,6 +10,15 @@ use http::HeaderName;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Present when the request came over TLS, put in the request extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Present when the TCP peer is a trusted proxy, put in the request extensions by the client-IP stage:
+/// its `X-Forwarded-Proto` and `X-Forwarded-Host` may then be believed.
+#[derive(Debug, Clone, Copy)]
+pub struct FromTrustedProxy;
+
 /// The resolved client, put in the request extensions by the client-IP stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);

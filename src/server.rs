@@ -336,19 +336,19 @@ impl Connection {
 
     async fn serve(self, stream: TcpStream) {
         let Some(tls) = self.live.tls.as_ref().map(|tls| tls.load_full()) else {
-            return self.serve_io(stream).await;
+            return self.serve_io(stream, false).await;
         };
         // The TLS handshake counts against the header-read timeout: a client that stalls it is cut off.
         let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
         match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(stream)) => self.serve_io(stream).await,
+            Ok(Ok(stream)) => self.serve_io(stream, true).await,
             Ok(Err(error)) => tracing::debug!(peer = %self.peer, %error, "TLS handshake failed"),
             Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
         }
     }
 
-    async fn serve_io<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
-        let service = public_service(self.live.clone(), self.peer);
+    async fn serve_io<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I, tls: bool) {
+        let service = public_service(self.live.clone(), self.peer, tls);
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         if let Err(e) = self.watcher.watch(connection).await {
             tracing::debug!(error = %e, peer = %self.peer, "connection ended with an error");
@@ -359,6 +359,7 @@ impl Connection {
 fn public_service(
     live: Arc<Live>,
     peer: SocketAddr,
+    tls: bool,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = http::Response<tower_http::body::UnsyncBoxBody<bytes::Bytes, crate::BoxError>>,
@@ -367,6 +368,9 @@ fn public_service(
 > + Clone {
     service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
+        if tls {
+            req.extensions_mut().insert(crate::peer::OverTls);
+        }
         // Each request runs on the stack that was current when it arrived, to its end.
         let service = GatewayService::clone(&live.stack.load());
         service.oneshot(req)

@@ -24,7 +24,8 @@ pub use self::rate_limit::{RateLimitConfig, SourceRateLimit};
 pub use self::secrets::{Secret, SecretRef};
 pub use self::server::{ServerConfig, TlsConfig, TlsVersion};
 pub use self::source::{
-    AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, SchemeKind, SignatureEncoding, SourceConfig, Template,
+    AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, KeyKind, PublicUrl, SchemeKind, SignatureEncoding, SourceConfig,
+    Template,
 };
 
 /// The embedded default config, the same text as `config/hookgate.toml`.
@@ -206,7 +207,7 @@ impl Config {
                         .map_err(|msg| (key("allow_ips"), msg))?;
                 }
             }
-            if source.signs_timestamp() && source.tolerance >= self.dedup.ttl {
+            if source.signs_timestamp() && source.tolerance() >= self.dedup.ttl {
                 return Err((
                     key("tolerance"),
                     format!(
@@ -275,6 +276,65 @@ impl Config {
 }
 
 impl SourceConfig {
+    /// The key rules: a source without a key of its scheme's kind does not start.
+    fn validate_keys(&self) -> Result<(), (&'static str, String)> {
+        let scheme = self.scheme.as_str();
+        match self.scheme.keys() {
+            KeyKind::Secret => {
+                if self.secrets.is_empty() {
+                    return Err((
+                        "secrets",
+                        "at least one secret is required: hookgate never accepts unsigned events".into(),
+                    ));
+                }
+                if !self.public_keys.is_empty() {
+                    return Err((
+                        "public_keys",
+                        format!("scheme = \"{scheme}\" signs with shared secrets: put its keys in `secrets`"),
+                    ));
+                }
+            }
+            KeyKind::PublicKey => {
+                if self.public_keys.is_empty() {
+                    return Err((
+                        "public_keys",
+                        format!("scheme = \"{scheme}\" needs at least one public key (the provider's verification key)"),
+                    ));
+                }
+                if !self.secrets.is_empty() {
+                    return Err((
+                        "secrets",
+                        format!("scheme = \"{scheme}\" verifies with public keys: put them in `public_keys`"),
+                    ));
+                }
+            }
+            KeyKind::Either => {
+                if self.secrets.is_empty() && self.public_keys.is_empty() {
+                    return Err((
+                        "secrets",
+                        "at least one `whsec_` secret or `whpk_` public key is required: hookgate never accepts \
+                         unsigned events"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        match (self.scheme, &self.token_header) {
+            (SchemeKind::Token, None) => {
+                return Err(("token_header", "scheme = \"token\" needs the header that carries the token".into()));
+            }
+            (SchemeKind::Token, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(("token_header", "applies only to scheme = \"token\"".into())),
+        }
+        if self.public_url.is_some() && !self.scheme.signs_url() {
+            return Err((
+                "public_url",
+                format!("scheme = \"{scheme}\" does not sign the URL; only twilio, square and hubspot do"),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
@@ -288,12 +348,7 @@ impl SourceConfig {
         if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
             return Err(("path", "must start with `/` and hold no `?`, `#` or space".into()));
         }
-        if self.secrets.is_empty() {
-            return Err((
-                "secrets",
-                "at least one secret is required: hookgate never accepts unsigned events".into(),
-            ));
-        }
+        self.validate_keys()?;
         match (self.scheme, &self.hmac) {
             (SchemeKind::Hmac, None) => {
                 return Err(("hmac", "scheme = \"hmac\" needs a [source.hmac] table".into()));
@@ -478,7 +533,7 @@ mod tests {
         let config = parse_str(MINIMAL).expect("valid");
         assert_eq!(config.server.max_body_bytes, 1024 * 1024);
         assert_eq!(config.dedup.ttl, std::time::Duration::from_secs(86_400));
-        assert_eq!(config.sources[0].tolerance, std::time::Duration::from_secs(300));
+        assert_eq!(config.sources[0].tolerance(), std::time::Duration::from_secs(300));
         assert!(config.client_ip.trusted_proxies.is_empty());
     }
 

@@ -12,7 +12,8 @@ use super::ip_ranges::{self, IpList};
 use super::rate_limit::SourceRateLimit;
 use super::secrets::SecretRef;
 
-/// The signature scheme a source uses.
+/// The signature scheme a source uses. The README's scheme table says, for each, its headers, what is
+/// signed, the key's form, the tolerance and the default event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemeKind {
@@ -24,21 +25,96 @@ pub enum SchemeKind {
     Shopify,
     /// `X-Slack-Signature`: `v0=` HMAC-SHA256 of `v0:{timestamp}:{body}`.
     Slack,
-    /// Standard Webhooks, which Svix also speaks.
+    /// Standard Webhooks, which Svix also speaks: `v1` HMAC with `whsec_` secrets, `v1a` Ed25519 with
+    /// `whpk_` public keys.
     Standard,
     /// Generic HMAC, configured by `[source.hmac]`.
     Hmac,
+    /// `Paddle-Signature`: `ts=…;h1=…`, HMAC-SHA256 of `{ts}:{body}`.
+    Paddle,
+    /// `X-Twilio-Signature`: base64 HMAC-SHA1 of the public URL and the sorted form parameters.
+    Twilio,
+    /// `X-Square-Hmacsha256-Signature`: base64 HMAC-SHA256 of the notification URL and the body.
+    Square,
+    /// `X-HubSpot-Signature-v3`: base64 HMAC-SHA256 of method, URL, body and timestamp (ms).
+    Hubspot,
+    /// `Linear-Signature`: hex HMAC-SHA256 of the body; freshness from the body's `webhookTimestamp`.
+    Linear,
+    /// `x-zm-signature`: `v0=` HMAC-SHA256 of `v0:{x-zm-request-timestamp}:{body}`.
+    Zoom,
+    /// `X-Gitlab-Token`: the secret itself, compared in constant time.
+    Gitlab,
+    /// A shared token in the header `token_header`, compared in constant time.
+    Token,
+    /// HTTP basic authentication; each secret is `user:password`.
+    Basic,
+    /// `Twitch-Eventsub-Message-Signature`: `sha256=` HMAC of message id, timestamp and body.
+    Twitch,
+    /// Mailgun: the body's `signature` object, HMAC-SHA256 of timestamp and token.
+    Mailgun,
+    /// `X-Hub-Signature`: `sha1=` hex HMAC-SHA1 of the body.
+    Intercom,
+    /// `Typeform-Signature`: `sha256=` base64 HMAC-SHA256 of the body.
+    Typeform,
+    /// `X-WC-Webhook-Signature`: base64 HMAC-SHA256 of the body.
+    Woocommerce,
+    /// `x-vercel-signature`: hex HMAC-SHA1 of the body.
+    Vercel,
+    /// `X-Razorpay-Signature`: hex HMAC-SHA256 of the body.
+    Razorpay,
+    /// `Calendly-Webhook-Signature`: `t=…,v1=…`, HMAC-SHA256 of `{t}.{body}`.
+    Calendly,
+    /// `Mux-Signature`: `t=…,v1=…`, HMAC-SHA256 of `{t}.{body}`.
+    Mux,
+    /// `X-Signature-Ed25519`: Ed25519 over `{X-Signature-Timestamp}{body}`, hex public key.
+    Discord,
+    /// `telnyx-signature-ed25519`: Ed25519 over `{telnyx-timestamp}|{body}`, base64 public key.
+    Telnyx,
+    /// `X-Twilio-Email-Event-Webhook-Signature`: ECDSA P-256 / SHA-256 over `{timestamp}{body}`.
+    Sendgrid,
+}
+
+/// What a scheme's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Shared secrets, in `secrets`.
+    Secret,
+    /// Public keys, in `public_keys`.
+    PublicKey,
+    /// Either (Standard Webhooks: `whsec_` secrets or `whpk_` public keys).
+    Either,
 }
 
 impl SchemeKind {
     /// Every scheme, in the order the README lists them.
-    pub const ALL: [SchemeKind; 6] = [
+    pub const ALL: [SchemeKind; 27] = [
         SchemeKind::Stripe,
         SchemeKind::Github,
         SchemeKind::Shopify,
         SchemeKind::Slack,
         SchemeKind::Standard,
         SchemeKind::Hmac,
+        SchemeKind::Paddle,
+        SchemeKind::Twilio,
+        SchemeKind::Square,
+        SchemeKind::Hubspot,
+        SchemeKind::Linear,
+        SchemeKind::Zoom,
+        SchemeKind::Gitlab,
+        SchemeKind::Token,
+        SchemeKind::Basic,
+        SchemeKind::Twitch,
+        SchemeKind::Mailgun,
+        SchemeKind::Intercom,
+        SchemeKind::Typeform,
+        SchemeKind::Woocommerce,
+        SchemeKind::Vercel,
+        SchemeKind::Razorpay,
+        SchemeKind::Calendly,
+        SchemeKind::Mux,
+        SchemeKind::Discord,
+        SchemeKind::Telnyx,
+        SchemeKind::Sendgrid,
     ];
 
     /// The scheme's name as written in the config file.
@@ -50,17 +126,93 @@ impl SchemeKind {
             SchemeKind::Slack => "slack",
             SchemeKind::Standard => "standard",
             SchemeKind::Hmac => "hmac",
+            SchemeKind::Paddle => "paddle",
+            SchemeKind::Twilio => "twilio",
+            SchemeKind::Square => "square",
+            SchemeKind::Hubspot => "hubspot",
+            SchemeKind::Linear => "linear",
+            SchemeKind::Zoom => "zoom",
+            SchemeKind::Gitlab => "gitlab",
+            SchemeKind::Token => "token",
+            SchemeKind::Basic => "basic",
+            SchemeKind::Twitch => "twitch",
+            SchemeKind::Mailgun => "mailgun",
+            SchemeKind::Intercom => "intercom",
+            SchemeKind::Typeform => "typeform",
+            SchemeKind::Woocommerce => "woocommerce",
+            SchemeKind::Vercel => "vercel",
+            SchemeKind::Razorpay => "razorpay",
+            SchemeKind::Calendly => "calendly",
+            SchemeKind::Mux => "mux",
+            SchemeKind::Discord => "discord",
+            SchemeKind::Telnyx => "telnyx",
+            SchemeKind::Sendgrid => "sendgrid",
         }
+    }
+
+    /// The event id used when `event_id` is not set: the provider's delivery or event id, or, where
+    /// the provider sends none, `body:sha256` (the hash of the exact body; a retry resends it unchanged).
+    /// `None` for `hmac`, which must name one.
+    pub fn default_event_id(self) -> Option<EventIdSpec> {
+        let header = |name: &'static str| Some(EventIdSpec::Header(HeaderName::from_static(name)));
+        let json = |pointer: &str| Some(EventIdSpec::Json(pointer.to_owned()));
+        match self {
+            SchemeKind::Stripe | SchemeKind::Intercom | SchemeKind::Vercel | SchemeKind::Mux => json("/id"),
+            SchemeKind::Github => header("x-github-delivery"),
+            SchemeKind::Shopify => header("x-shopify-webhook-id"),
+            SchemeKind::Slack | SchemeKind::Paddle | SchemeKind::Square | SchemeKind::Typeform => json("/event_id"),
+            SchemeKind::Standard => header("webhook-id"),
+            SchemeKind::Hmac => None,
+            SchemeKind::Twilio => header("i-twilio-idempotency-token"),
+            SchemeKind::Hubspot => json("/0/eventId"),
+            SchemeKind::Linear => header("linear-delivery"),
+            SchemeKind::Gitlab => header("x-gitlab-event-uuid"),
+            SchemeKind::Twitch => header("twitch-eventsub-message-id"),
+            SchemeKind::Mailgun => json("/signature/token"),
+            SchemeKind::Woocommerce => header("x-wc-webhook-delivery-id"),
+            SchemeKind::Razorpay => header("x-razorpay-event-id"),
+            SchemeKind::Discord => json("/id"),
+            SchemeKind::Telnyx => json("/data/id"),
+            SchemeKind::Sendgrid => json("/0/sg_event_id"),
+            SchemeKind::Zoom | SchemeKind::Token | SchemeKind::Basic | SchemeKind::Calendly => {
+                Some(EventIdSpec::BodyHash)
+            }
+        }
+    }
+
+    /// The provider's own tolerance for its signed timestamp, used when `tolerance` is not set.
+    pub fn default_tolerance(self) -> Duration {
+        match self {
+            SchemeKind::Paddle => Duration::from_secs(5),
+            SchemeKind::Linear => Duration::from_secs(60),
+            SchemeKind::Twitch => Duration::from_secs(600),
+            SchemeKind::Calendly => Duration::from_secs(180),
+            _ => default_tolerance(),
+        }
+    }
+
+    /// What the scheme's keys are.
+    pub fn keys(self) -> KeyKind {
+        match self {
+            SchemeKind::Discord | SchemeKind::Telnyx | SchemeKind::Sendgrid => KeyKind::PublicKey,
+            SchemeKind::Standard => KeyKind::Either,
+            _ => KeyKind::Secret,
+        }
+    }
+
+    /// Whether the signature covers the request's URL, so that `public_url` matters.
+    pub fn signs_url(self) -> bool {
+        matches!(self, SchemeKind::Twilio | SchemeKind::Square | SchemeKind::Hubspot)
     }
 }
 
 impl std::str::FromStr for SchemeKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown scheme `{s}`; expected stripe, github, shopify, slack, standard or hmac"))
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown scheme `{s}`; expected one of {}", names.join(", "))
+        })
     }
 }
 
@@ -74,11 +226,26 @@ pub struct SourceConfig {
     pub path: String,
     /// The signature scheme.
     pub scheme: SchemeKind,
-    /// Secrets, all tried (rotation): `env:NAME`, `file:/path` or a literal. At least one.
+    /// Secrets, all tried (rotation): `env:NAME`, `file:/path` or a literal. At least one, except for
+    /// the public-key schemes.
+    #[serde(default)]
     pub secrets: Vec<SecretRef>,
-    /// Largest accepted clock difference for timestamped schemes. Default `5m`, no cap.
-    #[serde(default = "default_tolerance", with = "humantime_serde")]
-    pub tolerance: Duration,
+    /// Public keys of the public-key schemes (`discord`, `telnyx`, `sendgrid`, `standard` with `whpk_`),
+    /// all tried (rotation), in the form the provider shows them. Read like secrets.
+    #[serde(default)]
+    pub public_keys: Vec<SecretRef>,
+    /// Largest accepted clock difference for timestamped schemes. Default: the provider's own (`paddle`
+    /// 5 s, `linear` 60 s, `calendly` 3 min, `twitch` 10 min, every other 5 min), no cap.
+    #[serde(default, with = "humantime_serde")]
+    pub tolerance: Option<Duration>,
+    /// URL-signed schemes (`twilio`, `square`, `hubspot`): the URL the provider was given, scheme, host
+    /// and path. Without it the URL is rebuilt from `X-Forwarded-Proto` / `X-Forwarded-Host` of a
+    /// trusted proxy, else from `Host`. The query string always comes from the request.
+    #[serde(default)]
+    pub public_url: Option<PublicUrl>,
+    /// `scheme = "token"`: the header that carries the token.
+    #[serde(default, with = "opt_header_name")]
+    pub token_header: Option<HeaderName>,
     /// Addresses allowed to send: CIDRs, single addresses, or `@stripe`-style shipped lists (see
     /// `config/ip-ranges/`). Empty allows any address.
     #[serde(default)]
@@ -112,14 +279,28 @@ pub enum ReplayGuard {
 }
 
 impl SourceConfig {
+    /// The event id's place: `event_id`, else the scheme's default.
+    pub fn event_id_spec(&self) -> Option<EventIdSpec> {
+        self.event_id.clone().or_else(|| self.scheme.default_event_id())
+    }
+
+    /// The tolerance: `tolerance`, else the provider's own.
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance.unwrap_or_else(|| self.scheme.default_tolerance())
+    }
+
     /// Whether the event id is covered by the signature, so that a new id cannot be put on an old request.
     pub fn id_is_signed(&self) -> bool {
-        match (&self.event_id, self.scheme) {
-            (Some(EventIdSpec::Json(_)), _) => true,
-            (None, SchemeKind::Stripe | SchemeKind::Slack | SchemeKind::Standard) => true,
+        // Token and basic schemes sign nothing: a body-hash id is only as good as the body.
+        let body_signed = !matches!(self.scheme, SchemeKind::Gitlab | SchemeKind::Token | SchemeKind::Basic);
+        match (self.event_id_spec(), self.scheme) {
+            // Mailgun signs only its timestamp and token; the token is its id.
+            (Some(EventIdSpec::Json(pointer)), SchemeKind::Mailgun) => pointer == "/signature/token",
+            (Some(EventIdSpec::Json(_) | EventIdSpec::Form(_) | EventIdSpec::BodyHash), _) => body_signed,
             (Some(EventIdSpec::Header(name)), SchemeKind::Standard) => {
                 name.as_str() == "webhook-id" || name.as_str() == "svix-id"
             }
+            (Some(EventIdSpec::Header(name)), SchemeKind::Twitch) => name.as_str() == "twitch-eventsub-message-id",
             _ => false,
         }
     }
@@ -135,9 +316,20 @@ impl SourceConfig {
     /// Whether the scheme signs a timestamp, so that `tolerance` applies.
     pub fn signs_timestamp(&self) -> bool {
         match self.scheme {
-            SchemeKind::Stripe | SchemeKind::Slack | SchemeKind::Standard => true,
-            SchemeKind::Github | SchemeKind::Shopify => false,
             SchemeKind::Hmac => self.hmac.as_ref().is_some_and(|h| h.signed_content.uses_timestamp()),
+            SchemeKind::Github
+            | SchemeKind::Shopify
+            | SchemeKind::Twilio
+            | SchemeKind::Square
+            | SchemeKind::Gitlab
+            | SchemeKind::Token
+            | SchemeKind::Basic
+            | SchemeKind::Intercom
+            | SchemeKind::Typeform
+            | SchemeKind::Woocommerce
+            | SchemeKind::Vercel
+            | SchemeKind::Razorpay => false,
+            _ => true,
         }
     }
 }
@@ -171,7 +363,7 @@ pub struct HmacConfig {
 }
 
 fn default_signed_content() -> Template {
-    Template(vec![Part::Body])
+    Template::body()
 }
 
 /// One piece of a signed-content template.
@@ -191,6 +383,11 @@ pub enum Part {
 pub struct Template(Vec<Part>);
 
 impl Template {
+    /// `{body}` alone.
+    pub fn body() -> Self {
+        Template(vec![Part::Body])
+    }
+
     /// Parses `{body}` and `{timestamp}` placeholders; anything else in braces is an error, and so is a
     /// template without `{body}`.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -299,7 +496,36 @@ impl TryFrom<String> for AllowIp {
     }
 }
 
-/// `header:NAME` or `json:/pointer`.
+/// `public_url`: an absolute `http`/`https` URL without query or fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// The URL, as written, without a trailing `?`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let uri: http::Uri = s.parse().map_err(|_| format!("`{s}` is not a URL"))?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.host().is_none() {
+            return Err(format!("`{s}` must be an absolute http:// or https:// URL"));
+        }
+        if s.contains(['?', '#']) {
+            return Err(format!(
+                "`{s}` must hold no query or fragment: the query is always the request's own"
+            ));
+        }
+        Ok(PublicUrl(s))
+    }
+}
+
+/// `header:NAME`, `json:/pointer`, `form:FIELD` or `body:sha256`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum EventIdSpec {
@@ -309,6 +535,9 @@ pub enum EventIdSpec {
     Json(String),
     /// A field of an `application/x-www-form-urlencoded` body (Slack commands, Twilio), decoded.
     Form(String),
+    /// The hex SHA-256 of the exact body, for senders with no id of their own: a retry resends the same
+    /// bytes, and two different events differ somewhere.
+    BodyHash,
 }
 
 impl TryFrom<String> for EventIdSpec {
@@ -324,6 +553,8 @@ impl TryFrom<String> for EventIdSpec {
             } else {
                 Err(format!("JSON pointer `{pointer}` must start with `/`"))
             }
+        } else if s == "body:sha256" {
+            Ok(EventIdSpec::BodyHash)
         } else if let Some(field) = s.strip_prefix("form:") {
             if field.is_empty() {
                 Err("`form:` needs a field name".to_owned())
@@ -331,7 +562,7 @@ impl TryFrom<String> for EventIdSpec {
                 Ok(EventIdSpec::Form(field.to_owned()))
             }
         } else {
-            Err(format!("`{s}` must be `header:NAME`, `json:/pointer` or `form:FIELD`"))
+            Err(format!("`{s}` must be `header:NAME`, `json:/pointer`, `form:FIELD` or `body:sha256`"))
         }
     }
 }
@@ -342,6 +573,7 @@ impl fmt::Display for EventIdSpec {
             EventIdSpec::Header(name) => write!(f, "header:{name}"),
             EventIdSpec::Json(pointer) => write!(f, "json:{pointer}"),
             EventIdSpec::Form(field) => write!(f, "form:{field}"),
+            EventIdSpec::BodyHash => f.write_str("body:sha256"),
         }
     }
 }

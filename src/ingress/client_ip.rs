@@ -162,6 +162,9 @@ where
             .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
         let client = self.resolver.resolve(peer, req.headers());
         req.extensions_mut().insert(ClientIp(client));
+        if self.resolver.trusted(peer) {
+            req.extensions_mut().insert(crate::peer::FromTrustedProxy);
+        }
         self.inner.call(req)
     }
 }

@@ -78,6 +78,8 @@ pub enum Locator {
     Json(String, Vec<String>),
     /// A field of a form-encoded body.
     Form(String),
+    /// The hex SHA-256 of the body.
+    BodyHash,
 }
 
 impl Locator {
@@ -86,19 +88,17 @@ impl Locator {
         let spec = match spec {
             Some(spec) => spec.clone(),
             None => match scheme {
-                SchemeKind::Stripe => EventIdSpec::Json("/id".to_owned()),
-                SchemeKind::Github => EventIdSpec::Header(super::github::DELIVERY),
+                // Their ids have two names; either is read.
                 SchemeKind::Shopify => {
                     return Some(Locator::Header(
                         super::shopify::WEBHOOK_ID,
                         Some(super::shopify::EVENTS_WEBHOOK_ID),
                     ));
                 }
-                SchemeKind::Slack => EventIdSpec::Json("/event_id".to_owned()),
                 SchemeKind::Standard => {
                     return Some(Locator::Header(super::standard::ID, Some(super::standard::SVIX_ID)));
                 }
-                SchemeKind::Hmac => return None,
+                _ => scheme.default_event_id()?,
             },
         };
         Some(match spec {
@@ -112,6 +112,7 @@ impl Locator {
                 Locator::Json(pointer, segments)
             }
             EventIdSpec::Form(field) => Locator::Form(field),
+            EventIdSpec::BodyHash => Locator::BodyHash,
         })
     }
 
@@ -138,6 +139,10 @@ impl Locator {
                     .find(|(name, _)| name == field)
                     .map(|(_, value)| value.into_owned());
                 EventId::new(found.ok_or_else(|| EventIdError::Missing(format!("form:{field}")))?)
+            }
+            Locator::BodyHash => {
+                use sha2::Digest;
+                EventId::new(hex::encode(sha2::Sha256::digest(event.body())))
             }
         }
     }

@@ -5,6 +5,7 @@
 use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use hyper::body::Body;
 use tower::{Layer, Service};
 
 use super::event_id::{Event, EventIdError, Locator};
-use super::{Verified, Verifier, VerifyError};
+use super::{Target, Verified, Verifier, VerifyError};
 use crate::body::{self, BodyError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,12 +26,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct VerifyLayer {
     verifier: Arc<Verifier>,
     clock: Clock,
+    urls: Option<Arc<UrlRebuilder>>,
 }
 
 impl VerifyLayer {
     /// Checks each request against `verifier`'s keys, dating timestamps by `clock`.
     pub fn new(verifier: Arc<Verifier>, clock: Clock) -> Self {
-        VerifyLayer { verifier, clock }
+        let urls = verifier.signs_url().then(|| Arc::new(UrlRebuilder::new(None)));
+        VerifyLayer { verifier, clock, urls }
+    }
+
+    /// For a URL-signed scheme: the URL the provider was given (`public_url`), instead of one rebuilt
+    /// from the request.
+    pub fn with_public_url(mut self, public_url: Option<&str>) -> Self {
+        if self.verifier.signs_url() {
+            self.urls = Some(Arc::new(UrlRebuilder::new(public_url)));
+        }
+        self
     }
 }
 
@@ -41,8 +53,95 @@ impl<S> Layer<S> for VerifyLayer {
             inner,
             verifier: self.verifier.clone(),
             clock: self.clock,
+            urls: self.urls.clone(),
         }
     }
+}
+
+/// Rebuilds the public URL a URL-signed scheme's provider signed.
+#[derive(Debug)]
+pub struct UrlRebuilder {
+    public_url: Option<String>,
+    /// Set once a mismatch has been logged with the URLs tried.
+    logged: AtomicBool,
+}
+
+const FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
+impl UrlRebuilder {
+    fn new(public_url: Option<&str>) -> Self {
+        UrlRebuilder {
+            public_url: public_url.map(|u| u.trim_end_matches('?').to_owned()),
+            logged: AtomicBool::new(false),
+        }
+    }
+
+    /// The method and candidate URLs of `parts`: `public_url` with the request's query; else scheme and
+    /// host from a trusted proxy's `X-Forwarded-Proto` / `X-Forwarded-Host`, else from the connection and
+    /// `Host`, with the request's path and query. Each with and without its port.
+    fn target(&self, parts: &http::request::Parts) -> Target {
+        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let base = match &self.public_url {
+            Some(url) => Some(format!("{url}{query}")),
+            None => {
+                let trusted = parts.extensions.get::<crate::peer::FromTrustedProxy>().is_some();
+                let forwarded = |name: &http::HeaderName| {
+                    trusted
+                        .then(|| parts.headers.get(name)?.to_str().ok())
+                        .flatten()
+                        .and_then(|v| v.split(',').next())
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                };
+                let over_tls = parts.extensions.get::<crate::peer::OverTls>().is_some();
+                let scheme = forwarded(&FORWARDED_PROTO).unwrap_or(if over_tls { "https" } else { "http" });
+                let host = forwarded(&FORWARDED_HOST)
+                    .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
+                    .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+                host.map(|host| format!("{scheme}://{host}{}{query}", parts.uri.path()))
+            }
+        };
+        Target {
+            method: parts.method.clone(),
+            urls: base.map(|b| url_variants(&b)).unwrap_or_default(),
+        }
+    }
+
+    /// Logs, once per source, which URLs a mismatched request was checked against.
+    fn log_mismatch(&self, target: &Target) {
+        if !self.logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                urls = ?target.urls,
+                "signature mismatch on a URL-signed scheme; if the sender is genuine, set `public_url` to the \
+                 URL given to the provider (logged once)"
+            );
+        }
+    }
+}
+
+/// `url`, and the same URL with its port removed (when it has one) or with the scheme's default port
+/// added (when it has none): providers sign either form.
+pub fn url_variants(url: &str) -> Vec<String> {
+    let mut variants = vec![url.to_owned()];
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return variants;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // The port follows the last `:` that is outside an IPv6 literal's brackets.
+    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+    match authority[host_end..].rfind(':') {
+        Some(colon) => {
+            let host = &authority[..host_end + colon];
+            variants.push(format!("{scheme}://{host}{tail}"));
+        }
+        None => {
+            let port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+            variants.push(format!("{scheme}://{authority}:{port}{tail}"));
+        }
+    }
+    variants
 }
 
 /// Reads the body, verifies it, and hands the inner stage a [`Verified`] request.
@@ -51,6 +150,7 @@ pub struct VerifyService<S> {
     inner: S,
     verifier: Arc<Verifier>,
     clock: Clock,
+    urls: Option<Arc<UrlRebuilder>>,
 }
 
 impl<S, B> Service<Request<B>> for VerifyService<S>
@@ -75,10 +175,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         let clock = self.clock;
+        let urls = self.urls.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = body::collect(body).await?;
-            let mut verified = verifier.verify(parts.headers, body, clock.now())?;
+            let target = urls.as_ref().map(|u| u.target(&parts));
+            let result = verifier.verify_request(target.as_ref(), parts.headers, body, clock.now());
+            if let (Err(VerifyError::Mismatch), Some(urls), Some(target)) = (&result, &urls, &target) {
+                urls.log_mismatch(target);
+            }
+            let mut verified = result?;
             verified.extensions = parts.extensions;
             inner.call(verified).await
         })

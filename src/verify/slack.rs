@@ -1,5 +1,6 @@
 //! Slack: `X-Slack-Signature: v0=<hex>`, HMAC-SHA256 over `"v0:{X-Slack-Request-Timestamp}:{body}"` with the
-//! app's signing secret. The tolerance applies.
+//! app's signing secret. The tolerance applies. Zoom signs the same way with its secret token, under
+//! `x-zm-signature` and `x-zm-request-timestamp`.
 
 use http::HeaderName;
 
@@ -9,22 +10,40 @@ use super::{Check, MacKey, VerifyError, decode_hex};
 pub const SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
 /// Unix seconds, signed.
 pub const TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
+/// Zoom's `v0=` signature.
+pub const ZOOM_SIGNATURE: HeaderName = HeaderName::from_static("x-zm-signature");
+/// Zoom's signed timestamp.
+pub const ZOOM_TIMESTAMP: HeaderName = HeaderName::from_static("x-zm-request-timestamp");
 
-pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
-    let timestamp = check.header(&TIMESTAMP)?;
-    let signature = check.header(&SIGNATURE)?;
+/// Checks a `v0=` signature in `signature_header` over `v0:{timestamp}:{body}`.
+pub(crate) fn verify(
+    check: &Check<'_>,
+    timestamp_header: &HeaderName,
+    signature_header: &HeaderName,
+) -> Result<(), VerifyError> {
+    let timestamp = check.header(timestamp_header)?;
+    let signature = check.header(signature_header)?;
     let hex = signature
         .strip_prefix("v0=")
-        .ok_or(VerifyError::MalformedHeader(SIGNATURE))?;
-    let candidate = decode_hex(&SIGNATURE, hex)?;
-    check.timestamp(&TIMESTAMP, timestamp)?;
+        .ok_or_else(|| VerifyError::MalformedHeader(signature_header.clone()))?;
+    let candidate = decode_hex(signature_header, hex)?;
+    check.timestamp(timestamp_header, timestamp)?;
     check.matches(&[b"v0:", timestamp.as_bytes(), b":", check.body], &[candidate])
 }
 
-pub(crate) fn sign(key: &MacKey, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
+pub(crate) fn sign(
+    key: &MacKey,
+    timestamp_header: &HeaderName,
+    signature_header: &HeaderName,
+    body: &[u8],
+    timestamp: i64,
+) -> Vec<(HeaderName, String)> {
     let ts = timestamp.to_string();
     let mac = key.sign(&[b"v0:", ts.as_bytes(), b":", body]);
-    vec![(TIMESTAMP, ts), (SIGNATURE, format!("v0={}", hex::encode(mac)))]
+    vec![
+        (timestamp_header.clone(), ts),
+        (signature_header.clone(), format!("v0={}", hex::encode(mac))),
+    ]
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Standard Webhooks (and Svix, its origin): `webhook-id`, `webhook-timestamp` and `webhook-signature` (or
-//! the `svix-*` aliases). The signature header holds space-separated `v1,<base64>` entries over
-//! `"{id}.{timestamp}.{body}"`; the secret is base64 after an optional `whsec_`. The tolerance applies.
+//! the `svix-*` aliases). The signature header holds space-separated `v1,<base64>` (HMAC-SHA256) or
+//! `v1a,<base64>` (Ed25519) entries over `"{id}.{timestamp}.{body}"`. A `v1` secret is base64 after an
+//! optional `whsec_`; a `v1a` public key is base64 after `whpk_`. Only the entries of the kinds of key the
+//! source has are read. The tolerance applies.
 
 use http::HeaderName;
 
@@ -42,23 +44,33 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
     let (_, id) = header_or_alias(check, &ID, &SVIX_ID)?;
     let (ts_name, timestamp) = header_or_alias(check, &TIMESTAMP, &SVIX_TIMESTAMP)?;
     let (sig_name, signatures) = header_or_alias(check, &SIGNATURE, &SVIX_SIGNATURE)?;
-    let mut candidates = Vec::new();
+    let mut macs = Vec::new();
+    let mut signatures_v1a = Vec::new();
     for entry in signatures.split(' ').filter(|e| !e.is_empty()) {
         let (version, sig) = entry
             .split_once(',')
             .ok_or_else(|| VerifyError::MalformedHeader(sig_name.clone()))?;
-        if version == "v1" {
-            candidates.push(decode_base64(&sig_name, sig)?);
+        match version {
+            "v1" if !check.keys.is_empty() => macs.push(decode_base64(&sig_name, sig)?),
+            // An Ed25519 signature that is not base64 matches nothing; the others still count.
+            "v1a" if !check.public_keys.is_empty() => {
+                if let Ok(sig) = decode_base64(&sig_name, sig) {
+                    signatures_v1a.push(sig);
+                }
+            }
+            _ => {}
         }
     }
-    if candidates.is_empty() || candidates.len() > MAX_CANDIDATES {
+    let count = macs.len() + signatures_v1a.len();
+    if count == 0 || count > MAX_CANDIDATES {
         return Err(VerifyError::MalformedHeader(sig_name));
     }
     check.timestamp(&ts_name, timestamp)?;
-    check.matches(
-        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", check.body],
-        &candidates,
-    )
+    let signed: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", check.body];
+    if !macs.is_empty() && check.matches(&signed, &macs).is_ok() {
+        return Ok(());
+    }
+    check.verifies(&signed, &signatures_v1a)
 }
 
 pub(crate) fn sign(key: &MacKey, body: &[u8], id: &str, timestamp: i64) -> Vec<(HeaderName, String)> {

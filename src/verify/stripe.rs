@@ -1,6 +1,7 @@
 //! Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 over `"{t}.{body}"`. The key is
 //! the whole `whsec_…` string. Several `v1` entries may be present (Stripe sends one per active secret);
-//! other schemes such as `v0` are ignored. The tolerance applies.
+//! other schemes such as `v0` are ignored. The tolerance applies. Calendly (`Calendly-Webhook-Signature`)
+//! and Mux (`Mux-Signature`) sign the same way under their own header.
 
 use http::HeaderName;
 
@@ -8,10 +9,15 @@ use super::{Check, MAX_CANDIDATES, MacKey, VerifyError, decode_hex};
 
 /// `t=…,v1=…[,v1=…]`.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+/// Calendly's `t=…,v1=…`.
+pub const CALENDLY_SIGNATURE: HeaderName = HeaderName::from_static("calendly-webhook-signature");
+/// Mux's `t=…,v1=…`.
+pub const MUX_SIGNATURE: HeaderName = HeaderName::from_static("mux-signature");
 
-pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
-    let header = check.header(&SIGNATURE)?;
-    let malformed = || VerifyError::MalformedHeader(SIGNATURE);
+/// Checks `t=…,v1=…` in the header `name`.
+pub(crate) fn verify(check: &Check<'_>, name: &HeaderName) -> Result<(), VerifyError> {
+    let header = check.header(name)?;
+    let malformed = || VerifyError::MalformedHeader(name.clone());
     let mut timestamp = None;
     let mut entries = 0;
     let mut candidates = Vec::new();
@@ -22,7 +28,7 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
             "v1" => {
                 entries += 1;
                 // As Stripe's SDKs do: an entry that is not hex matches nothing, and the others still count.
-                if let Ok(candidate) = decode_hex(&SIGNATURE, value) {
+                if let Ok(candidate) = decode_hex(name, value) {
                     candidates.push(candidate);
                 }
             }
@@ -34,16 +40,16 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
         return Err(malformed());
     }
     if candidates.is_empty() {
-        return Err(VerifyError::BadEncoding(SIGNATURE, "hex"));
+        return Err(VerifyError::BadEncoding(name.clone(), "hex"));
     }
-    check.timestamp(&SIGNATURE, timestamp)?;
+    check.timestamp(name, timestamp)?;
     check.matches(&[timestamp.as_bytes(), b".", check.body], &candidates)
 }
 
-pub(crate) fn sign(key: &MacKey, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
+pub(crate) fn sign(key: &MacKey, name: &HeaderName, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
     let ts = timestamp.to_string();
     let mac = key.sign(&[ts.as_bytes(), b".", body]);
-    vec![(SIGNATURE, format!("t={ts},v1={}", hex::encode(mac)))]
+    vec![(name.clone(), format!("t={ts},v1={}", hex::encode(mac)))]
 }
 
 #[cfg(test)]

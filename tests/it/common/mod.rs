@@ -79,7 +79,7 @@ pub fn sign_at(config: &Config, source: &str, body: &[u8], id: &str, timestamp: 
         .find(|s| s.name == source)
         .unwrap_or_else(|| panic!("no source {source}"));
     let secrets: Vec<_> = source.secrets.iter().map(|s| s.resolve().expect("secret")).collect();
-    let verifier = Verifier::new(source.scheme, source.hmac.as_ref(), &secrets, source.tolerance).expect("verifier");
+    let verifier = Verifier::new(source.scheme, source.hmac.as_ref(), &secrets, source.tolerance()).expect("verifier");
     let mut headers: HeaderMap = verifier
         .sign(body, id, timestamp)
         .into_iter()

@@ -1,0 +1,47 @@
+//! Paddle Billing: `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>…]`, HMAC-SHA256 over `"{ts}:{body}"` with
+//! the notification destination's secret key (the whole `pdl_ntfset_…` string). Any `h1` may match (Paddle
+//! sends one per active secret during a rotation); an `h1` that is not hex matches nothing, and unknown keys
+//! are ignored. Paddle's own tolerance is 5 seconds.
+
+use http::HeaderName;
+
+use super::{Check, MAX_CANDIDATES, MacKey, VerifyError, decode_hex};
+
+/// `ts=…;h1=…`.
+pub const SIGNATURE: HeaderName = HeaderName::from_static("paddle-signature");
+
+pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
+    let header = check.header(&SIGNATURE)?;
+    let malformed = || VerifyError::MalformedHeader(SIGNATURE);
+    let mut timestamp = None;
+    let mut entries = 0;
+    let mut candidates = Vec::new();
+    for item in header.split(';') {
+        let (key, value) = item.trim().split_once('=').ok_or_else(malformed)?;
+        match key {
+            "ts" if timestamp.is_none() => timestamp = Some(value),
+            "h1" => {
+                entries += 1;
+                if let Ok(candidate) = decode_hex(&SIGNATURE, value) {
+                    candidates.push(candidate);
+                }
+            }
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or_else(malformed)?;
+    if entries == 0 || entries > MAX_CANDIDATES {
+        return Err(malformed());
+    }
+    if candidates.is_empty() {
+        return Err(VerifyError::BadEncoding(SIGNATURE, "hex"));
+    }
+    check.timestamp(&SIGNATURE, timestamp)?;
+    check.matches(&[timestamp.as_bytes(), b":", check.body], &candidates)
+}
+
+pub(crate) fn sign(key: &MacKey, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
+    let ts = timestamp.to_string();
+    let mac = key.sign(&[ts.as_bytes(), b":", body]);
+    vec![(SIGNATURE, format!("ts={ts};h1={}", hex::encode(mac)))]
+}
