@@ -24,9 +24,9 @@ use crate::ingress::client_ip::Resolver;
 use crate::ingress::rate_limit::{self, Limiter};
 use crate::ingress::shed::ClientSlots;
 use crate::redis_client::RedisClient;
-use crate::verify::{KeyError, Verifier};
 use crate::verify::event_id::Locator;
 use crate::verify::layer::Clock;
+use crate::verify::{KeyError, Keys, Verifier};
 
 /// What outlives one config: a reload builds a new [`Gateway`] around the same backends.
 #[derive(Debug, Clone)]
@@ -193,19 +193,18 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         .map(|(i, key)| key.resolve().map_err(|e| format!("public_keys[{i}]: {e}")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("public_keys", e))?;
-    let verifier = Verifier::with_keys(
-        config.scheme,
-        config.hmac.as_ref(),
-        config.token_header.as_ref(),
-        &secrets,
-        &public_keys,
-        config.tolerance(),
-    )
-    .map_err(|e| match e {
-        KeyError::UnusablePublicKey { .. } => ("public_keys", e.to_string()),
-        _ => ("secrets", e.to_string()),
-    })?
-    .with_replay_guard(config.replay_guard_on());
+    let keys = Keys {
+        secrets: &secrets,
+        public_keys: &public_keys,
+        token_header: config.token_header.as_ref(),
+        min_secret_bytes: config.min_secret_bytes,
+    };
+    let verifier = Verifier::with_keys(config.scheme, config.hmac.as_ref(), &keys, config.tolerance())
+        .map_err(|e| match e {
+            KeyError::UnusablePublicKey { .. } => ("public_keys", e.to_string()),
+            _ => ("secrets", e.to_string()),
+        })?
+        .with_replay_guard(config.replay_guard_on());
     // `None` only for `hmac` without `event_id`, which validation refuses.
     let event_id = Locator::new(config.event_id.as_ref(), config.scheme)
         .ok_or(("event_id", "this scheme has no default event id; set one".to_owned()))?;

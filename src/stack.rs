@@ -129,7 +129,10 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         .layer(BodyLimitLayer::new(gateway.body_limits.clone()))
         .layer(RequestBodyDeadlineLayer::new(gateway.body_read_timeout))
         // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
-        .layer(VerifyLayer::new(source.verifier.clone(), gateway.backends.clock).with_public_url(source.public_url.as_deref()))
+        .layer(
+            VerifyLayer::new(source.verifier.clone(), gateway.backends.clock)
+                .with_public_url(source.public_url.as_deref()),
+        )
         // A provider's handshake is answered here: it has no event id, and is never forwarded.
         .layer(HandshakeLayer::new(source.scheme, source.verifier.clone()))
         .layer(EventIdLayer::new(source.event_id.clone()))

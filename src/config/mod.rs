@@ -298,7 +298,9 @@ impl SourceConfig {
                 if self.public_keys.is_empty() {
                     return Err((
                         "public_keys",
-                        format!("scheme = \"{scheme}\" needs at least one public key (the provider's verification key)"),
+                        format!(
+                            "scheme = \"{scheme}\" needs at least one public key (the provider's verification key)"
+                        ),
                     ));
                 }
                 if !self.secrets.is_empty() {
@@ -321,10 +323,19 @@ impl SourceConfig {
         }
         match (self.scheme, &self.token_header) {
             (SchemeKind::Token, None) => {
-                return Err(("token_header", "scheme = \"token\" needs the header that carries the token".into()));
+                return Err((
+                    "token_header",
+                    "scheme = \"token\" needs the header that carries the token".into(),
+                ));
             }
             (SchemeKind::Token, Some(_)) | (_, None) => {}
             (_, Some(_)) => return Err(("token_header", "applies only to scheme = \"token\"".into())),
+        }
+        if self.min_secret_bytes == Some(0) {
+            return Err((
+                "min_secret_bytes",
+                "must be at least 1: an empty secret lets anyone sign".into(),
+            ));
         }
         if self.public_url.is_some() && !self.scheme.signs_url() {
             return Err((

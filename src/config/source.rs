@@ -243,6 +243,10 @@ pub struct SourceConfig {
     /// trusted proxy, else from `Host`. The query string always comes from the request.
     #[serde(default)]
     pub public_url: Option<PublicUrl>,
+    /// The shortest secret accepted, in bytes. Default 16; lower it only for a secret that a provider (or
+    /// an earlier setup) made shorter and that cannot be changed. At least 1.
+    #[serde(default)]
+    pub min_secret_bytes: Option<usize>,
     /// `scheme = "token"`: the header that carries the token.
     #[serde(default, with = "opt_header_name")]
     pub token_header: Option<HeaderName>,
@@ -562,7 +566,9 @@ impl TryFrom<String> for EventIdSpec {
                 Ok(EventIdSpec::Form(field.to_owned()))
             }
         } else {
-            Err(format!("`{s}` must be `header:NAME`, `json:/pointer`, `form:FIELD` or `body:sha256`"))
+            Err(format!(
+                "`{s}` must be `header:NAME`, `json:/pointer`, `form:FIELD` or `body:sha256`"
+            ))
         }
     }
 }

@@ -84,14 +84,15 @@ impl Handshake {
                 Some(text(field(body, &["challenge"])?))
             }
             Handshake::Zoom => {
-                if !contains(body, b"endpoint.url_validation")
-                    || field(body, &["event"])? != "endpoint.url_validation"
+                if !contains(body, b"endpoint.url_validation") || field(body, &["event"])? != "endpoint.url_validation"
                 {
                     return None;
                 }
                 let plain = field(body, &["payload", "plainToken"])?;
                 let encrypted = verifier.mac_hex(event.key_index(), plain.as_bytes())?;
-                Some(json(&serde_json::json!({ "plainToken": plain, "encryptedToken": encrypted })))
+                Some(json(
+                    &serde_json::json!({ "plainToken": plain, "encryptedToken": encrypted }),
+                ))
             }
             Handshake::Twitch => {
                 let kind = event.headers().get(super::twitch::MESSAGE_TYPE)?;

@@ -9,7 +9,9 @@ use super::{Check, VerifyError};
 fn field(check: &Check<'_>, name: &str) -> Result<String, VerifyError> {
     find_in_json(check.body, &["signature".to_owned(), name.to_owned()])
         .map_err(|()| VerifyError::MalformedBody("not JSON"))?
-        .ok_or(VerifyError::MalformedBody("no signature.timestamp, signature.token and signature.signature"))
+        .ok_or(VerifyError::MalformedBody(
+            "no signature.timestamp, signature.token and signature.signature",
+        ))
 }
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {

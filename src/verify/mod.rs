@@ -263,6 +263,19 @@ impl MacKey {
     }
 }
 
+/// A source's keys, as read from its config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keys<'a> {
+    /// `secrets`, resolved.
+    pub secrets: &'a [Secret],
+    /// `public_keys`, resolved.
+    pub public_keys: &'a [Secret],
+    /// `token_header`, for `scheme = "token"`.
+    pub token_header: Option<&'a HeaderName>,
+    /// `min_secret_bytes`; 16 when unset.
+    pub min_secret_bytes: Option<usize>,
+}
+
 /// A source's scheme, with the scheme-specific settings it needs.
 #[derive(Debug, Clone)]
 enum Scheme {
@@ -354,18 +367,26 @@ impl Verifier {
         secrets: &[Secret],
         tolerance: Duration,
     ) -> Result<Self, KeyError> {
-        Self::with_keys(kind, hmac_config, None, secrets, &[], tolerance)
+        let keys = Keys {
+            secrets,
+            ..Keys::default()
+        };
+        Self::with_keys(kind, hmac_config, &keys, tolerance)
     }
 
-    /// Sets up every secret and public key. `token_header` is `scheme = "token"`'s header.
+    /// Sets up every secret and public key of `keys`.
     pub fn with_keys(
         kind: SchemeKind,
         hmac_config: Option<&HmacConfig>,
-        token_header: Option<&HeaderName>,
-        secrets: &[Secret],
-        public_keys: &[Secret],
+        keys: &Keys<'_>,
         tolerance: Duration,
     ) -> Result<Self, KeyError> {
+        let Keys {
+            secrets,
+            public_keys,
+            token_header,
+            min_secret_bytes,
+        } = *keys;
         let (scheme, algorithm) = match kind {
             SchemeKind::Stripe => (Scheme::Stripe, HmacAlgorithm::Sha256),
             SchemeKind::Github => (Scheme::Github, HmacAlgorithm::Sha256),
@@ -413,9 +434,9 @@ impl Verifier {
                 Scheme::Standard => standard::decode_secret(secret.expose()).map_err(unusable)?,
                 _ => secret.expose().as_bytes().to_vec(),
             };
-            if bytes.len() < MIN_KEY_BYTES {
+            if bytes.len() < min_secret_bytes.unwrap_or(MIN_KEY_BYTES).max(1) {
                 return Err(unusable(
-                    "shorter than 16 bytes: too easy to guess (every supported provider issues longer ones)",
+                    "shorter than min_secret_bytes (16 unless set): too easy to guess",
                 ));
             }
             tokens.push(token::digest(&bytes));

@@ -25,13 +25,13 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 fn accept(check: &Check<'_>, presented: &[u8]) -> Result<(), VerifyError> {
     let presented = digest(presented);
     // Every secret is compared, matched or not, so that the time does not say which one matched.
-    let found = check
-        .tokens
-        .iter()
-        .enumerate()
-        .fold(None, |found, (i, token)| {
-            if constant_time_eq(token, &presented) { found.or(Some(i)) } else { found }
-        });
+    let found = check.tokens.iter().enumerate().fold(None, |found, (i, token)| {
+        if constant_time_eq(token, &presented) {
+            found.or(Some(i))
+        } else {
+            found
+        }
+    });
     check.matched_at(found, &[check.body])
 }
 

@@ -23,7 +23,9 @@ fn body_sha256(url: &str) -> Option<String> {
 
 /// The form parameters as Twilio signs them: by name, then value, each distinct pair once.
 fn sorted_params(body: &[u8]) -> Vec<u8> {
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     pairs.sort();
     pairs.dedup();
     let mut out = Vec::new();
@@ -75,7 +77,10 @@ mod tests {
 
     #[test]
     fn parameters_are_sorted_by_name_then_value() {
-        assert_eq!(sorted_params(b"b=2&a=1&Digits=5678&Digits=1234&e="), b"Digits1234Digits5678a1b2e".to_vec());
+        assert_eq!(
+            sorted_params(b"b=2&a=1&Digits=5678&Digits=1234&e="),
+            b"Digits1234Digits5678a1b2e".to_vec()
+        );
     }
 
     #[test]

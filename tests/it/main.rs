@@ -62,6 +62,7 @@ mod lifecycle;
 mod limits;
 mod loadgen;
 mod operations;
+mod providers;
 mod queue;
 mod schemes;
 mod slack;
