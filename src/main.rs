@@ -1,20 +1,18 @@
 //! The `hookgate` command: parse arguments, load the config, set up logging, run.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 mod cli;
 
-use clap::{Args, Parser, Subcommand};
-use hookgate::config::{self, HmacAlgorithm, HmacConfig, SchemeKind, Secret, SignatureEncoding};
+use clap::{Parser, Subcommand};
+use hookgate::config;
 use hookgate::cores::Cores;
 use hookgate::forward::queue::{Queue, Replay};
 use hookgate::gateway::{Backends, Gateway};
 use hookgate::server::{self, Listeners};
 use hookgate::telemetry::{self, LogFormat};
-use hookgate::verify::Verifier;
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +52,10 @@ enum Command {
         at: Option<SystemTime>,
     },
     /// Read a body on stdin and print the headers a sender would send, one `Name: value` per line.
-    Sign(SignArgs),
+    Sign(cli::signature::SignArgs),
+    /// Read a body on stdin, verify it with the given headers and keys, and explain the result: the
+    /// headers read, what is signed, the URLs and keys tried, the timestamp skew. Exit 0 when it verifies.
+    Verify(cli::signature::VerifyArgs),
     /// GET an http:// URL and exit 0 on 2xx, 1 otherwise: a container health check without curl.
     Probe {
         url: String,
@@ -106,40 +107,6 @@ enum DeadCommand {
     },
 }
 
-#[derive(Args)]
-struct SignArgs {
-    /// stripe, github, shopify, slack, standard or hmac.
-    #[arg(long)]
-    scheme: SchemeKind,
-    /// The secret, as the sender has it (`whsec_…` for stripe and standard).
-    #[arg(long)]
-    secret: String,
-    /// Event id for schemes that carry it in a header (github, shopify, standard). Default: random.
-    #[arg(long)]
-    id: Option<String>,
-    /// Unix timestamp in seconds for timestamped schemes. Default: now.
-    #[arg(long, allow_hyphen_values = true)]
-    timestamp: Option<i64>,
-    /// hmac only: the signature header.
-    #[arg(long, default_value = "x-signature")]
-    header: String,
-    /// hmac only: sha256, sha1 or sha512.
-    #[arg(long, default_value = "sha256")]
-    algorithm: String,
-    /// hmac only: hex or base64.
-    #[arg(long, default_value = "hex")]
-    encoding: String,
-    /// hmac only: text before the signature.
-    #[arg(long, default_value = "")]
-    prefix: String,
-    /// hmac only: the signed-content template.
-    #[arg(long, default_value = "{body}")]
-    signed_content: String,
-    /// hmac only: the timestamp header, if the template uses `{timestamp}`.
-    #[arg(long)]
-    timestamp_header: Option<String>,
-}
-
 const DEFAULT_CONFIG: &str = "config/hookgate.toml";
 
 /// glibc's allocator spent about a sixth of the gateway's CPU under load (many small, short-lived
@@ -157,7 +124,8 @@ fn main() -> ExitCode {
             threads,
         } => serve(config, watch_config, threads),
         Command::CheckConfig { path, at } => check_config(&path, at.unwrap_or_else(SystemTime::now)),
-        Command::Sign(args) => sign(args),
+        Command::Sign(args) => cli::signature::sign(args),
+        Command::Verify(args) => cli::signature::verify(args),
         Command::Probe { url, timeout } => probe(&url, timeout),
         Command::Loadgen(args) => loadgen(args),
         Command::Queue(QueueCommand::Stats { config }) => queue_stats(&config),
@@ -401,66 +369,4 @@ fn check_config(path: &Path, now: SystemTime) -> Result<(), String> {
         config.dedup.store
     );
     Ok(())
-}
-
-fn sign(args: SignArgs) -> Result<(), String> {
-    let mut body = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut body)
-        .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
-    let hmac = if args.scheme == SchemeKind::Hmac {
-        Some(hmac_config(&args)?)
-    } else {
-        None
-    };
-    let verifier = Verifier::new(args.scheme, hmac.as_ref(), &[Secret::new(args.secret)], Duration::ZERO)
-        .map_err(|e| e.to_string())?;
-    let id = args
-        .id
-        .unwrap_or_else(|| format!("evt_{:024x}", rand::random::<u128>() >> 32));
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    println!("Content-Type: application/json");
-    for (name, value) in verifier.sign(&body, &id, args.timestamp.unwrap_or(now)) {
-        println!("{}: {value}", canonical_case(name.as_str()));
-    }
-    Ok(())
-}
-
-fn hmac_config(args: &SignArgs) -> Result<HmacConfig, String> {
-    let header_name = |s: &str| http::HeaderName::try_from(s).map_err(|_| format!("`{s}` is not a header name"));
-    Ok(HmacConfig {
-        header: header_name(&args.header)?,
-        algorithm: match args.algorithm.as_str() {
-            "sha256" => HmacAlgorithm::Sha256,
-            "sha1" => HmacAlgorithm::Sha1,
-            "sha512" => HmacAlgorithm::Sha512,
-            other => {
-                return Err(format!("unknown algorithm `{other}`; use sha256, sha1 or sha512"));
-            }
-        },
-        encoding: match args.encoding.as_str() {
-            "hex" => SignatureEncoding::Hex,
-            "base64" => SignatureEncoding::Base64,
-            other => return Err(format!("unknown encoding `{other}`; use hex or base64")),
-        },
-        prefix: args.prefix.clone(),
-        signed_content: config::Template::parse(&args.signed_content).map_err(|e| format!("--signed-content: {e}"))?,
-        timestamp_header: args.timestamp_header.as_deref().map(header_name).transpose()?,
-    })
-}
-
-/// `x-hub-signature-256` as `X-Hub-Signature-256`, the way senders write it.
-fn canonical_case(name: &str) -> String {
-    name.split('-')
-        .map(|word| {
-            let mut chars = word.chars();
-            chars
-                .next()
-                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
-        .collect::<Vec<_>>()
-        .join("-")
 }

@@ -24,8 +24,8 @@ pub use self::rate_limit::{RateLimitConfig, SourceRateLimit};
 pub use self::secrets::{Secret, SecretRef};
 pub use self::server::{ServerConfig, TlsConfig, TlsVersion};
 pub use self::source::{
-    AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, KeyKind, PublicUrl, SchemeKind, SignatureEncoding, SourceConfig,
-    Template,
+    AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, KeyKind, PublicUrl, SchemeDoc, SchemeKind, SignatureEncoding,
+    SourceConfig, Template,
 };
 
 /// The embedded default config, the same text as `config/hookgate.toml`.

@@ -206,6 +206,145 @@ impl SchemeKind {
     }
 }
 
+/// What a scheme reads and signs, as the README's table and `hookgate verify` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemeDoc {
+    /// The headers (or body fields) the signature travels in.
+    pub headers: &'static str,
+    /// What is signed.
+    pub signed: &'static str,
+    /// The key's form.
+    pub key: &'static str,
+}
+
+impl SchemeKind {
+    /// What the scheme reads and signs.
+    pub fn doc(self) -> SchemeDoc {
+        let (headers, signed, key) = match self {
+            SchemeKind::Stripe => (
+                "Stripe-Signature: t=…,v1=<hex>",
+                "{t}.{body}, HMAC-SHA256",
+                "whsec_… (whole string)",
+            ),
+            SchemeKind::Github => (
+                "X-Hub-Signature-256: sha256=<hex>",
+                "{body}, HMAC-SHA256",
+                "the webhook secret",
+            ),
+            SchemeKind::Shopify => (
+                "X-Shopify-Hmac-Sha256: <base64>",
+                "{body}, HMAC-SHA256",
+                "the app's client secret",
+            ),
+            SchemeKind::Slack => (
+                "X-Slack-Signature: v0=<hex>, X-Slack-Request-Timestamp",
+                "v0:{timestamp}:{body}, HMAC-SHA256",
+                "the signing secret",
+            ),
+            SchemeKind::Standard => (
+                "webhook-id, webhook-timestamp, webhook-signature: v1,<base64> | v1a,<base64> (or svix-*)",
+                "{id}.{timestamp}.{body}, HMAC-SHA256 (v1) or Ed25519 (v1a)",
+                "whsec_<base64> secret, or whpk_<base64> public key",
+            ),
+            SchemeKind::Hmac => ("[source.hmac] header", "[source.hmac] signed_content", "any secret"),
+            SchemeKind::Paddle => (
+                "Paddle-Signature: ts=…;h1=<hex>",
+                "{ts}:{body}, HMAC-SHA256",
+                "pdl_ntfset_… (whole string)",
+            ),
+            SchemeKind::Twilio => (
+                "X-Twilio-Signature: <base64>",
+                "{url}{sorted form params}, or {url} with ?bodySHA256 for JSON; HMAC-SHA1",
+                "the account's auth token",
+            ),
+            SchemeKind::Square => (
+                "X-Square-Hmacsha256-Signature: <base64>",
+                "{notification url}{body}, HMAC-SHA256",
+                "the subscription's signature key",
+            ),
+            SchemeKind::Hubspot => (
+                "X-HubSpot-Signature-v3: <base64>, X-HubSpot-Request-Timestamp (ms)",
+                "{method}{url}{body}{timestamp}, HMAC-SHA256",
+                "the app's client secret",
+            ),
+            SchemeKind::Linear => (
+                "Linear-Signature: <hex>; body webhookTimestamp (ms)",
+                "{body}, HMAC-SHA256",
+                "the webhook's signing secret",
+            ),
+            SchemeKind::Zoom => (
+                "x-zm-signature: v0=<hex>, x-zm-request-timestamp",
+                "v0:{timestamp}:{body}, HMAC-SHA256",
+                "the app's secret token",
+            ),
+            SchemeKind::Gitlab => ("X-Gitlab-Token", "nothing: the token itself", "the secret token"),
+            SchemeKind::Token => ("token_header", "nothing: the token itself", "the token"),
+            SchemeKind::Basic => ("Authorization: Basic", "nothing: user:password", "user:password"),
+            SchemeKind::Twitch => (
+                "Twitch-Eventsub-Message-Signature: sha256=<hex>, -Id, -Timestamp (RFC 3339)",
+                "{id}{timestamp}{body}, HMAC-SHA256",
+                "the subscription's secret",
+            ),
+            SchemeKind::Mailgun => (
+                "body: signature.timestamp, .token, .signature (hex)",
+                "{timestamp}{token}, HMAC-SHA256 (the body is not signed)",
+                "the webhook signing key",
+            ),
+            SchemeKind::Intercom => (
+                "X-Hub-Signature: sha1=<hex>",
+                "{body}, HMAC-SHA1",
+                "the app's client secret",
+            ),
+            SchemeKind::Typeform => (
+                "Typeform-Signature: sha256=<base64>",
+                "{body}, HMAC-SHA256",
+                "the webhook secret",
+            ),
+            SchemeKind::Woocommerce => (
+                "X-WC-Webhook-Signature: <base64>",
+                "{body}, HMAC-SHA256",
+                "the webhook secret",
+            ),
+            SchemeKind::Vercel => (
+                "x-vercel-signature: <hex>",
+                "{body}, HMAC-SHA1",
+                "the integration secret",
+            ),
+            SchemeKind::Razorpay => (
+                "X-Razorpay-Signature: <hex>",
+                "{body}, HMAC-SHA256",
+                "the webhook secret",
+            ),
+            SchemeKind::Calendly => (
+                "Calendly-Webhook-Signature: t=…,v1=<hex>",
+                "{t}.{body}, HMAC-SHA256",
+                "the signing key",
+            ),
+            SchemeKind::Mux => (
+                "Mux-Signature: t=…,v1=<hex>",
+                "{t}.{body}, HMAC-SHA256",
+                "the signing secret",
+            ),
+            SchemeKind::Discord => (
+                "X-Signature-Ed25519: <hex>, X-Signature-Timestamp",
+                "{timestamp}{body}, Ed25519",
+                "public key, hex",
+            ),
+            SchemeKind::Telnyx => (
+                "telnyx-signature-ed25519: <base64>, telnyx-timestamp",
+                "{timestamp}|{body}, Ed25519",
+                "public key, base64",
+            ),
+            SchemeKind::Sendgrid => (
+                "X-Twilio-Email-Event-Webhook-Signature: <base64 DER>, -Timestamp",
+                "{timestamp}{body}, ECDSA P-256 / SHA-256",
+                "verification key, base64 DER",
+            ),
+        };
+        SchemeDoc { headers, signed, key }
+    }
+}
+
 impl std::str::FromStr for SchemeKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
