@@ -200,6 +200,26 @@ impl SchemeKind {
         }
     }
 
+    /// Whether the scheme signs a timestamp (`hmac`: only with a `timestamp_header`, which this cannot see).
+    pub fn timestamped(self) -> bool {
+        !matches!(
+            self,
+            SchemeKind::Hmac
+                | SchemeKind::Github
+                | SchemeKind::Shopify
+                | SchemeKind::Twilio
+                | SchemeKind::Square
+                | SchemeKind::Gitlab
+                | SchemeKind::Token
+                | SchemeKind::Basic
+                | SchemeKind::Intercom
+                | SchemeKind::Typeform
+                | SchemeKind::Woocommerce
+                | SchemeKind::Vercel
+                | SchemeKind::Razorpay
+        )
+    }
+
     /// Whether the signature covers the request's URL, so that `public_url` matters.
     pub fn signs_url(self) -> bool {
         matches!(self, SchemeKind::Twilio | SchemeKind::Square | SchemeKind::Hubspot)
@@ -242,7 +262,7 @@ impl SchemeKind {
                 "the signing secret",
             ),
             SchemeKind::Standard => (
-                "webhook-id, webhook-timestamp, webhook-signature: v1,<base64> | v1a,<base64> (or svix-*)",
+                "webhook-id, webhook-timestamp, webhook-signature: v1,<base64> or v1a,<base64> (or svix-*)",
                 "{id}.{timestamp}.{body}, HMAC-SHA256 (v1) or Ed25519 (v1a)",
                 "whsec_<base64> secret, or whpk_<base64> public key",
             ),
@@ -460,19 +480,7 @@ impl SourceConfig {
     pub fn signs_timestamp(&self) -> bool {
         match self.scheme {
             SchemeKind::Hmac => self.hmac.as_ref().is_some_and(|h| h.signed_content.uses_timestamp()),
-            SchemeKind::Github
-            | SchemeKind::Shopify
-            | SchemeKind::Twilio
-            | SchemeKind::Square
-            | SchemeKind::Gitlab
-            | SchemeKind::Token
-            | SchemeKind::Basic
-            | SchemeKind::Intercom
-            | SchemeKind::Typeform
-            | SchemeKind::Woocommerce
-            | SchemeKind::Vercel
-            | SchemeKind::Razorpay => false,
-            _ => true,
+            other => other.timestamped(),
         }
     }
 }

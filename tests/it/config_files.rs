@@ -28,13 +28,30 @@ fn lists_checked_on() -> String {
         .expect("lists")
 }
 
+/// A valid public key in the form each public-key scheme's provider shows it: RFC 8032's TEST 1 key for
+/// the Ed25519 ones, and the key of sendgrid-python's `test/unit/test_eventwebhook.py` for SendGrid.
+fn public_key_of(scheme: config::SchemeKind) -> &'static str {
+    match scheme {
+        config::SchemeKind::Discord => "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        config::SchemeKind::Telnyx => "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        config::SchemeKind::Standard => "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        config::SchemeKind::Sendgrid => {
+            "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g=="
+        }
+        other => panic!("{} takes no public keys", other.as_str()),
+    }
+}
+
 #[tokio::test]
 async fn every_shipped_config_is_valid() {
     let day = lists_checked_on();
     let as_of = humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).expect("day");
     let mut files = Vec::new();
     toml_files(Path::new("config"), &mut files);
-    assert!(files.len() >= 7, "the default and one example per provider: {files:?}");
+    for scheme in config::SchemeKind::ALL {
+        let example = Path::new("config/examples").join(format!("{}.toml", scheme.as_str()));
+        assert!(example.exists(), "no example for scheme {}", scheme.as_str());
+    }
     // The container, docker-compose and Kubernetes configs too.
     toml_files(Path::new("deploy"), &mut files);
     for file in files {
@@ -46,6 +63,11 @@ async fn every_shipped_config_is_valid() {
                 if let SecretRef::Env(name) = secret {
                     // A syntactically right value for each scheme: base64 after whsec_ works everywhere.
                     command.env(name, "whsec_c2VjcmV0LWtleS1ieXRlcw==");
+                }
+            }
+            for key in &source.public_keys {
+                if let SecretRef::Env(name) = key {
+                    command.env(name, public_key_of(source.scheme));
                 }
             }
         }
@@ -87,4 +109,42 @@ async fn the_age_of_the_ip_lists_is_judged_as_of_the_given_day() {
 fn the_embedded_default_is_the_shipped_default() {
     let shipped = std::fs::read_to_string("config/hookgate.toml").expect("read");
     assert_eq!(shipped, config::EMBEDDED_DEFAULT);
+}
+
+/// The README's scheme table has a row for every scheme, with the headers, signed content and key form
+/// that `hookgate verify` prints, its tolerance and its default event id.
+#[test]
+fn the_readme_lists_every_scheme() {
+    let readme = std::fs::read_to_string("README.md").expect("read");
+    let rows: Vec<String> = config::SchemeKind::ALL
+        .into_iter()
+        .map(|scheme| {
+            let doc = scheme.doc();
+            let tolerance = if scheme == config::SchemeKind::Hmac {
+                "5m, with a `timestamp_header`".to_owned()
+            } else if scheme.timestamped() {
+                humantime::format_duration(scheme.default_tolerance()).to_string()
+            } else {
+                "none: no timestamp".to_owned()
+            };
+            let id = scheme
+                .default_event_id()
+                .map_or("none: set `event_id`".to_owned(), |id| format!("`{id}`"));
+            // In a table cell a `|` must be escaped, even inside backticks.
+            let cell = |text: &str| format!("`{}`", text.replace('|', "\\|"));
+            format!(
+                "| `{}` | {} | {} | {} | {tolerance} | {id} |",
+                scheme.as_str(),
+                cell(doc.headers),
+                cell(doc.signed),
+                doc.key.replace('|', "\\|")
+            )
+        })
+        .collect();
+    let missing: Vec<&String> = rows.iter().filter(|row| !readme.contains(row.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "README rows missing or different; expected:\n{}",
+        rows.join("\n")
+    );
 }
