@@ -588,6 +588,56 @@ mod tests {
         parse_str(&text).expect("complete hmac source");
     }
 
+    /// Each scheme takes the kind of key its provider issues, and the keys that only some schemes read are
+    /// refused elsewhere, each error naming its key.
+    #[test]
+    fn keys_token_header_and_public_url_fit_the_scheme() {
+        let refused = |text: String, key: &str| {
+            let err = parse_str(&text).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        };
+        let discord = MINIMAL.replace("\"github\"", "\"discord\"");
+        refused(discord.clone(), ".public_keys");
+        let key = "public_keys = [\"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"]";
+        refused(
+            discord.replace("forward =", &format!("{key}\n        forward =")),
+            ".secrets",
+        );
+        parse_str(&discord.replace("secrets = [\"s3cret-s3cret-s3cret\"]", key)).expect("a public key");
+        refused(
+            MINIMAL.replace("forward =", "public_keys = [\"k\"]\n        forward ="),
+            ".public_keys",
+        );
+        refused(MINIMAL.replace("\"github\"", "\"token\""), ".token_header");
+        refused(
+            MINIMAL.replace("forward =", "token_header = \"x-t\"\n        forward ="),
+            ".token_header",
+        );
+        let token = MINIMAL.replace("\"github\"", "\"token\"\n        token_header = \"x-t\"");
+        parse_str(&token).expect("a token source");
+        refused(
+            MINIMAL.replace("forward =", "public_url = \"https://h.example/p\"\n        forward ="),
+            ".public_url",
+        );
+        let twilio = MINIMAL.replace("\"github\"", "\"twilio\"");
+        for bad in ["ftp://h.example/p", "https://h.example/p?x=1", "/p"] {
+            refused(
+                twilio.replace("forward =", &format!("public_url = \"{bad}\"\n        forward =")),
+                "public_url",
+            );
+        }
+        refused(
+            MINIMAL.replace("forward =", "min_secret_bytes = 0\n        forward ="),
+            ".min_secret_bytes",
+        );
+        let paddle = parse_str(&MINIMAL.replace("\"github\"", "\"paddle\"")).expect("paddle");
+        assert_eq!(
+            paddle.sources[0].tolerance(),
+            Duration::from_secs(5),
+            "Paddle's own tolerance"
+        );
+    }
+
     #[test]
     fn bad_durations_and_event_ids_are_errors() {
         let text = MINIMAL.replace("forward =", "tolerance = \"five minutes\"\n        forward =");

@@ -323,6 +323,55 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
+    #[test]
+    fn urls_are_tried_with_and_without_their_port() {
+        assert_eq!(
+            url_variants("https://h.example:8443/p?a=1"),
+            ["https://h.example:8443/p?a=1", "https://h.example/p?a=1"]
+        );
+        assert_eq!(
+            url_variants("https://h.example/p"),
+            ["https://h.example/p", "https://h.example:443/p"]
+        );
+        assert_eq!(url_variants("http://[::1]/p"), ["http://[::1]/p", "http://[::1]:80/p"]);
+        assert_eq!(
+            url_variants("http://[::1]:81?x"),
+            ["http://[::1]:81?x", "http://[::1]?x"]
+        );
+    }
+
+    /// The forwarded scheme and host count only from a trusted proxy; `public_url` wins over both, and
+    /// the query is always the request's.
+    #[test]
+    fn the_public_url_is_rebuilt_from_trusted_headers_only() {
+        let request = |trusted: bool| {
+            let mut req = Request::post("/hook?x=1")
+                .header("host", "inner.local:8080")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "hooks.example.com")
+                .body(())
+                .expect("request");
+            if trusted {
+                req.extensions_mut().insert(crate::peer::FromTrustedProxy);
+            }
+            req.into_parts().0
+        };
+        let rebuilt = UrlRebuilder::new(None);
+        assert_eq!(
+            rebuilt.target(&request(true)).urls[0],
+            "https://hooks.example.com/hook?x=1"
+        );
+        assert_eq!(
+            rebuilt.target(&request(false)).urls[0],
+            "http://inner.local:8080/hook?x=1"
+        );
+        let configured = UrlRebuilder::new(Some("https://public.example/in"));
+        assert_eq!(
+            configured.target(&request(false)).urls[0],
+            "https://public.example/in?x=1"
+        );
+    }
+
     #[tokio::test]
     async fn the_event_id_layer_hands_on_the_id_or_refuses_without_calling_inner() {
         let ids = Arc::new(std::sync::Mutex::new(Vec::new()));

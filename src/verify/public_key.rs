@@ -173,3 +173,25 @@ pub fn sign(
         _ => Err(format!("scheme `{}` is not a public-key scheme", kind.as_str())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_the_wrong_form_are_refused_with_the_reason() {
+        let rfc8032 = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        assert!(PublicKey::parse(SchemeKind::Discord, rfc8032).is_ok());
+        assert_eq!(
+            PublicKey::parse(SchemeKind::Discord, "zz").err(),
+            Some("a Discord public key is hex")
+        );
+        assert_eq!(
+            PublicKey::parse(SchemeKind::Discord, &rfc8032[2..]).err(),
+            Some("an Ed25519 public key is 32 bytes")
+        );
+        assert!(PublicKey::parse(SchemeKind::Standard, "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=").is_err());
+        assert!(PublicKey::parse(SchemeKind::Sendgrid, "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE").is_err());
+        assert!(PublicKey::parse(SchemeKind::Github, rfc8032).is_err());
+    }
+}

@@ -509,6 +509,58 @@ async fn razorpay_and_mux_sdk_vectors() {
     .await;
 }
 
+/// The Standard Webhooks reference libraries' test vector (standard-webhooks/standard-webhooks,
+/// `libraries/*` tests), with the `webhook-*` headers and with Svix's `svix-*` names.
+#[tokio::test]
+async fn standard_webhooks_reference_vector() {
+    const ORIGIN: &str = "standard-webhooks/standard-webhooks reference libraries";
+    const SOURCE: &str = r#"scheme = "standard"
+            secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]"#;
+    run(&[
+        Vector {
+            origin: ORIGIN,
+            source: SOURCE,
+            at: 1_614_265_330,
+            target: "/p",
+            headers: &[
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("webhook-timestamp", "1614265330"),
+                ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            ],
+            body: r#"{"test": 2432232314}"#,
+            expect: SIGNED,
+        },
+        Vector {
+            origin: ORIGIN,
+            source: SOURCE,
+            at: 1_614_265_330,
+            target: "/p",
+            headers: &[
+                ("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("svix-timestamp", "1614265330"),
+                ("svix-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            ],
+            body: r#"{"test": 2432232314}"#,
+            expect: SIGNED,
+        },
+        // The id is signed: another id is refused.
+        Vector {
+            origin: ORIGIN,
+            source: SOURCE,
+            at: 1_614_265_330,
+            target: "/p",
+            headers: &[
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJel"),
+                ("webhook-timestamp", "1614265330"),
+                ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            ],
+            body: r#"{"test": 2432232314}"#,
+            expect: Refused,
+        },
+    ])
+    .await;
+}
+
 /// GitHub's documented example ("Validating webhook deliveries", docs.github.com): the secret "It's a
 /// Secret to Everybody" over "Hello, World!"; and HTTP basic authentication's example of RFC 7617
 /// (`Aladdin:open sesame`), for `basic`.
@@ -803,6 +855,9 @@ async fn hmac_presets_mailgun_and_tokens_openssl_vectors() {
     .await;
 }
 
+const DISCORD_PING: &str =
+    r#"{"id":"787053080478613555","token":"ThisIsATokenFromDiscordThatIsVeryLong","type":1,"version":1}"#;
+
 #[tokio::test]
 async fn ed25519_openssl_vectors() {
     run(&[
@@ -823,7 +878,8 @@ async fn ed25519_openssl_vectors() {
             body: r#"{"type":2,"id":"1234567890","data":{"name":"hello"}}"#,
             expect: SIGNED,
         },
-        // MESSAGE = 1700000000{"type":1}: a PING, answered with a PONG.
+        // MESSAGE = 1700000000 and the PING body of discord/discord-interactions-js
+        // src/__tests__/utils/SharedTestUtils.ts: answered with a PONG.
         Vector {
             origin: "discord PING (openssl, RFC 8032 TEST 1 key)",
             source: r#"scheme = "discord"
@@ -834,10 +890,10 @@ async fn ed25519_openssl_vectors() {
                 ("x-signature-timestamp", "1700000000"),
                 (
                     "x-signature-ed25519",
-                    "1695961a47c91a1ec033b819b7e87e3dbc583dd0cee6d1fd0216f58ac87b6228ae531ddbf91fb7bc28d7edf7f08604da16f54624f38a6bc0614e4dc13cd47f0f",
+                    "f0bd878adcef1f6d475c9644421905bd02b5de38e0d3ecfc6f58a711962c69ccc8dd7c9db312f9bdf08b1e1b8182e27a844da728c5e0dbb5507bf9931c1ed80b",
                 ),
             ],
-            body: r#"{"type":1}"#,
+            body: DISCORD_PING,
             expect: Handshake(r#"{"type":1}"#),
         },
         // The PING's signature on another timestamp.
@@ -851,10 +907,10 @@ async fn ed25519_openssl_vectors() {
                 ("x-signature-timestamp", "1700000001"),
                 (
                     "x-signature-ed25519",
-                    "1695961a47c91a1ec033b819b7e87e3dbc583dd0cee6d1fd0216f58ac87b6228ae531ddbf91fb7bc28d7edf7f08604da16f54624f38a6bc0614e4dc13cd47f0f",
+                    "f0bd878adcef1f6d475c9644421905bd02b5de38e0d3ecfc6f58a711962c69ccc8dd7c9db312f9bdf08b1e1b8182e27a844da728c5e0dbb5507bf9931c1ed80b",
                 ),
             ],
-            body: r#"{"type":1}"#,
+            body: DISCORD_PING,
             expect: Refused,
         },
         // MESSAGE = 1700000000|{"data":…}
