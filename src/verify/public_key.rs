@@ -178,6 +178,47 @@ pub fn sign(
 mod tests {
     use super::*;
 
+    /// What `hookgate sign --private-key` prints verifies with the matching public key (the vectors that
+    /// prove the verifiers right are in `tests/it/providers.rs`, made by openssl and the providers' SDKs).
+    #[test]
+    fn signing_with_a_private_key_round_trips() {
+        use crate::config::Secret;
+        use crate::verify::{Keys, Verifier};
+        let seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        let p256 = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg4/V7xxXFn3xTDLWUeBwmEzYkhLLSp3jy1YoKbDlbIEShRANCAASucdfoeMp6VlV6wZhNNujWfqoyKndh80WRSnzjElRrwXIa4hVbTfb46JM4MCJ8yLij3YaKBUWKDsjpUhQ1wOr0";
+        let p256_public = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAErnHX6HjKelZVesGYTTbo1n6qMip3YfNFkUp84xJUa8FyGuIVW032+OiTODAifMi4o92GigVFig7I6VIUNcDq9A==";
+        for (kind, private, public) in [
+            (
+                SchemeKind::Discord,
+                seed,
+                "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            ),
+            (SchemeKind::Telnyx, seed, "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="),
+            (
+                SchemeKind::Standard,
+                seed,
+                "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+            ),
+            (SchemeKind::Sendgrid, p256, p256_public),
+        ] {
+            let headers: http::HeaderMap = sign(kind, private, b"{}", "msg_1", 1_700_000_000)
+                .expect("sign")
+                .into_iter()
+                .map(|(k, v)| (k, http::HeaderValue::from_str(&v).expect("value")))
+                .collect();
+            let public_keys = [Secret::new(public)];
+            let keys = Keys {
+                public_keys: &public_keys,
+                ..Keys::default()
+            };
+            let v = Verifier::with_keys(kind, None, &keys, std::time::Duration::from_secs(300)).expect("verifier");
+            v.verify(headers.clone(), bytes::Bytes::from_static(b"{}"), 1_700_000_000)
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            let tampered = v.verify(headers, bytes::Bytes::from_static(b"[]"), 1_700_000_000);
+            assert_eq!(tampered.expect_err("tampered").reason(), "mismatch", "{kind:?}");
+        }
+    }
+
     #[test]
     fn keys_in_the_wrong_form_are_refused_with_the_reason() {
         let rfc8032 = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";

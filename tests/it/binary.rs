@@ -127,7 +127,16 @@ async fn the_walkthrough_works_signed_event_on_stdout_tampered_refused() {
 #[tokio::test]
 async fn sign_prints_the_headers_of_every_scheme() {
     let ed25519_seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-    let cases: [(&[&str], &[&str]); 14] = [
+    // A P-256 key made for this test with `openssl genpkey` and `openssl pkcs8 -topk8 -nocrypt`.
+    let p256 = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg4/V7xxXFn3xTDLWUeBwmEzYkhLLSp3jy1YoKbDlbIEShRANCAASucdfoeMp6VlV6wZhNNujWfqoyKndh80WRSnzjElRrwXIa4hVbTfb46JM4MCJ8yLij3YaKBUWKDsjpUhQ1wOr0";
+    let cases: [(&[&str], &[&str]); 15] = [
+        (
+            &["--scheme", "sendgrid", "--private-key", p256],
+            &[
+                "x-twilio-email-event-webhook-signature",
+                "x-twilio-email-event-webhook-timestamp",
+            ],
+        ),
         (
             &["--scheme", "paddle", "--secret", "pdl_ntfset_sign-test-01"],
             &["paddle-signature"],
