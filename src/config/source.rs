@@ -274,7 +274,7 @@ impl SchemeKind {
             ),
             SchemeKind::Twilio => (
                 "X-Twilio-Signature: <base64>",
-                "{url}{sorted form params}, or {url} with ?bodySHA256 for JSON; HMAC-SHA1",
+                "{url}{sorted form params}, or {url} with ?bodySHA256 for JSON; HMAC-SHA1 (SHA-256 if 32 bytes)",
                 "the account's auth token",
             ),
             SchemeKind::Square => (

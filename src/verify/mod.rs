@@ -320,6 +320,8 @@ pub struct Target {
 pub struct Verifier {
     scheme: Scheme,
     keys: Vec<MacKey>,
+    /// Twilio only: the same secrets as HMAC-SHA256 keys, for requests signed that way.
+    keys_sha256: Vec<MacKey>,
     /// SHA-256 of each secret, for the schemes that send the secret itself (`gitlab`, `token`, `basic`).
     tokens: Vec<[u8; 32]>,
     public_keys: Vec<PublicKey>,
@@ -427,6 +429,7 @@ impl Verifier {
             SchemeKind::Sendgrid => (Scheme::Sendgrid, HmacAlgorithm::Sha256),
         };
         let mut keys = Vec::with_capacity(secrets.len());
+        let mut keys_sha256 = Vec::new();
         let mut tokens = Vec::with_capacity(secrets.len());
         for (index, secret) in secrets.iter().enumerate() {
             let unusable = |reason| KeyError::Unusable { index, reason };
@@ -441,6 +444,9 @@ impl Verifier {
             }
             tokens.push(token::digest(&bytes));
             keys.push(MacKey::new(algorithm, &bytes).map_err(unusable)?);
+            if matches!(scheme, Scheme::Twilio) {
+                keys_sha256.push(MacKey::new(HmacAlgorithm::Sha256, &bytes).map_err(unusable)?);
+            }
         }
         let public_keys = public_keys
             .iter()
@@ -452,6 +458,7 @@ impl Verifier {
         Ok(Verifier {
             scheme,
             keys,
+            keys_sha256,
             tokens,
             public_keys,
             tolerance,
@@ -485,6 +492,7 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         let check = Check {
             keys: &self.keys,
+            keys_sha256: &self.keys_sha256,
             tokens: &self.tokens,
             public_keys: &self.public_keys,
             headers: &headers,
@@ -579,6 +587,7 @@ impl Verifier {
 /// What one scheme needs to check one request.
 pub(crate) struct Check<'a> {
     keys: &'a [MacKey],
+    keys_sha256: &'a [MacKey],
     tokens: &'a [[u8; 32]],
     public_keys: &'a [PublicKey],
     headers: &'a HeaderMap,
@@ -637,7 +646,12 @@ impl Check<'_> {
 
     /// Succeeds when any secret's MAC over `parts` equals any candidate signature.
     fn matches(&self, parts: &[&[u8]], candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
-        let found = self.keys.iter().position(|key| key.matches_any(parts, candidates));
+        self.matches_with(self.keys, parts, candidates)
+    }
+
+    /// [`Check::matches`] with `keys` instead of the scheme's own.
+    fn matches_with(&self, keys: &[MacKey], parts: &[&[u8]], candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
+        let found = keys.iter().position(|key| key.matches_any(parts, candidates));
         self.matched_at(found, parts)
     }
 

@@ -2,8 +2,9 @@
 //! URL followed by the form parameters, sorted by name, each as `name` + `value` (a repeated name's values
 //! sorted, blank values kept). A JSON body is not a form: its URL carries `bodySHA256`, the hex SHA-256 of
 //! the body, which must match, and the URL alone is signed. Twilio signs the URL sometimes with, sometimes
-//! without the port; both are tried. No timestamp is signed; the idempotency token, the default id, is not
-//! signed either, so the replay guard is on by default.
+//! without the port; both are tried. A signature of 32 bytes is HMAC-SHA256, which Twilio uses where an
+//! account's signature settings ask for it; 20 bytes is HMAC-SHA1. No timestamp is signed; the idempotency
+//! token, the default id, is not signed either, so the replay guard is on by default.
 
 use http::HeaderName;
 use sha2::Digest;
@@ -54,12 +55,18 @@ fn signed_tail(url: &str, body: &[u8]) -> Result<Vec<u8>, VerifyError> {
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
     let candidate = [decode_base64(&SIGNATURE, check.header(&SIGNATURE)?)?];
+    // The signature's length says the hash: 20 bytes SHA-1, 32 bytes SHA-256.
+    let keys = if candidate[0].len() == 32 {
+        check.keys_sha256
+    } else {
+        check.keys
+    };
     let target = check.target()?;
     for url in &target.urls {
         let Ok(tail) = signed_tail(url, check.body) else {
             continue;
         };
-        if check.matches(&[url.as_bytes(), &tail], &candidate).is_ok() {
+        if check.matches_with(keys, &[url.as_bytes(), &tail], &candidate).is_ok() {
             return Ok(());
         }
     }
@@ -81,6 +88,39 @@ mod tests {
             sorted_params(b"b=2&a=1&Digits=5678&Digits=1234&e="),
             b"Digits1234Digits5678a1b2e".to_vec()
         );
+    }
+
+    const SHA256_SIGNATURE: &str = "qWXlicrbRNTRzbwVXrT4UYzsnv0dbYHuVFw0iKH5ABA=";
+
+    // No SDK publishes an HMAC-SHA256 vector; this one is
+    // printf '%s' 'https://mycompany.com/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+14158675309Digits1234From+14158675309To+18005551212' \
+    //   | openssl dgst -sha256 -hmac 0123456789abcdef0123456789abcdef -binary | base64
+    #[test]
+    fn a_32_byte_signature_is_hmac_sha256() {
+        use crate::config::Secret;
+        use crate::verify::{Target, Verifier};
+        let v = Verifier::new(
+            crate::config::SchemeKind::Twilio,
+            None,
+            &[Secret::new("0123456789abcdef0123456789abcdef")],
+            std::time::Duration::ZERO,
+        )
+        .expect("verifier");
+        let target = Target {
+            method: http::Method::POST,
+            urls: vec!["https://mycompany.com/myapp.php?foo=1&bar=2".to_owned()],
+        };
+        let body = "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212";
+        let check = |sig: &str| {
+            let headers: http::HeaderMap = [(SIGNATURE, http::HeaderValue::from_str(sig).expect("value"))]
+                .into_iter()
+                .collect();
+            v.verify_request(Some(&target), headers, bytes::Bytes::from(body), 0)
+                .map(drop)
+                .map_err(|e| e.reason())
+        };
+        check(SHA256_SIGNATURE).expect("HMAC-SHA256");
+        assert_eq!(check(&SHA256_SIGNATURE.replacen('q', "r", 1)), Err("mismatch"));
     }
 
     #[test]
