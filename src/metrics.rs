@@ -15,6 +15,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests by source, outcome and status.
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
+/// Verified requests by the position of the key (secret or public key) that matched: during a rotation,
+/// it shows when the old key has stopped being used.
+pub const SIGNATURE_MATCHES: &str = "hookgate_signature_matches_total";
 /// Refused requests by source and reason.
 pub const REJECTIONS_TOTAL: &str = "hookgate_rejections_total";
 /// Time from request to answer, by source and outcome.
@@ -143,6 +146,10 @@ pub async fn upkeep(handle: PrometheusHandle) {
 fn describe() {
     describe_counter!(REQUESTS_TOTAL, "Requests answered, by source and outcome.");
     describe_counter!(REJECTIONS_TOTAL, "Requests refused, by source and reason.");
+    describe_counter!(
+        SIGNATURE_MATCHES,
+        "Verified requests, by source and the position of the key that matched (0 is the first listed)."
+    );
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request head to answer.");
     describe_histogram!(FORWARD_DURATION, Unit::Seconds, "Time spent in the downstream handler.");
     describe_gauge!(INFLIGHT_REQUESTS, "Requests being processed now.");
@@ -189,6 +196,17 @@ pub fn request(source: &Arc<str>, outcome: &'static str, reason: Option<&'static
     if let Some(reason) = reason {
         counter!(REJECTIONS_TOTAL, "source" => source.clone(), "reason" => reason).increment(1);
     }
+}
+
+/// The `key` label of a key's position; positions past 15 share one label (no source has that many).
+const KEY_LABELS: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16+",
+];
+
+/// Counts one verified request under the position of the key that matched.
+pub fn signature_match(source: &Arc<str>, key_index: usize) {
+    let label = KEY_LABELS[key_index.min(KEY_LABELS.len() - 1)];
+    source_counter(SIGNATURE_MATCHES, source, "key", label).increment(1);
 }
 
 /// Times one handler call; `status_class` is `2xx`, `4xx`, `5xx`, `timeout` or `error`.

@@ -130,7 +130,7 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         .layer(RequestBodyDeadlineLayer::new(gateway.body_read_timeout))
         // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
         .layer(
-            VerifyLayer::new(source.verifier.clone(), gateway.backends.clock)
+            VerifyLayer::new(source.name.clone(), source.verifier.clone(), gateway.backends.clock)
                 .with_public_url(source.public_url.as_deref()),
         )
         // A provider's handshake is answered here: it has no event id, and is never forwarded.

@@ -24,16 +24,22 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Builds [`VerifyService`] around one source's verifier.
 #[derive(Debug, Clone)]
 pub struct VerifyLayer {
+    source: Arc<str>,
     verifier: Arc<Verifier>,
     clock: Clock,
     urls: Option<Arc<UrlRebuilder>>,
 }
 
 impl VerifyLayer {
-    /// Checks each request against `verifier`'s keys, dating timestamps by `clock`.
-    pub fn new(verifier: Arc<Verifier>, clock: Clock) -> Self {
+    /// Checks each request of `source` against `verifier`'s keys, dating timestamps by `clock`.
+    pub fn new(source: Arc<str>, verifier: Arc<Verifier>, clock: Clock) -> Self {
         let urls = verifier.signs_url().then(|| Arc::new(UrlRebuilder::new(None)));
-        VerifyLayer { verifier, clock, urls }
+        VerifyLayer {
+            source,
+            verifier,
+            clock,
+            urls,
+        }
     }
 
     /// For a URL-signed scheme: the URL the provider was given (`public_url`), instead of one rebuilt
@@ -51,6 +57,7 @@ impl<S> Layer<S> for VerifyLayer {
     fn layer(&self, inner: S) -> Self::Service {
         VerifyService {
             inner,
+            source: self.source.clone(),
             verifier: self.verifier.clone(),
             clock: self.clock,
             urls: self.urls.clone(),
@@ -148,6 +155,7 @@ pub fn url_variants(url: &str) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct VerifyService<S> {
     inner: S,
+    source: Arc<str>,
     verifier: Arc<Verifier>,
     clock: Clock,
     urls: Option<Arc<UrlRebuilder>>,
@@ -176,6 +184,7 @@ where
         let verifier = self.verifier.clone();
         let clock = self.clock;
         let urls = self.urls.clone();
+        let source = self.source.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = body::collect(body).await?;
@@ -185,6 +194,7 @@ where
                 urls.log_mismatch(target);
             }
             let mut verified = result?;
+            crate::metrics::signature_match(&source, verified.key_index());
             verified.extensions = parts.extensions;
             inner.call(verified).await
         })
@@ -311,7 +321,7 @@ mod tests {
                 Ok::<_, Rejection>(Accepted::Forwarded)
             }
         });
-        let service = VerifyLayer::new(verifier(), Clock::System).layer(inner);
+        let service = VerifyLayer::new(Arc::from("t"), verifier(), Clock::System).layer(inner);
         let ok = service.clone().oneshot(request(SIGNATURE, None)).await;
         assert!(matches!(ok, Ok(Accepted::Forwarded)), "{ok:?}");
         let tampered = SIGNATURE.replace("e17", "e18");
@@ -381,7 +391,8 @@ mod tests {
             async { Ok::<_, Rejection>(Accepted::Forwarded) }
         });
         let locator = Arc::new(Locator::new(None, SchemeKind::Github).expect("github has a default id"));
-        let service = VerifyLayer::new(verifier(), Clock::System).layer(EventIdLayer::new(locator).layer(inner));
+        let service =
+            VerifyLayer::new(Arc::from("t"), verifier(), Clock::System).layer(EventIdLayer::new(locator).layer(inner));
         let ok = service.clone().oneshot(request(SIGNATURE, Some("d-1"))).await;
         assert!(ok.is_ok(), "{ok:?}");
         let missing = service.oneshot(request(SIGNATURE, None)).await;

@@ -537,3 +537,68 @@ async fn latency_samples_do_not_pile_up_without_a_scrape() {
         "memory grows with traffic: {grown:?}"
     );
 }
+
+/// During a rotation the operator needs to know when the old secret stopped being used:
+/// `hookgate_signature_matches_total{key}` counts each verification under the position of the secret that
+/// matched, before and after a reload that puts a new secret first.
+#[tokio::test]
+async fn the_signature_match_counter_follows_a_rotation() {
+    let downstream = FakeDownstream::start().await;
+    let text = |secrets: &str| {
+        format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            admin_listen = "127.0.0.1:0"
+            [[source]]
+            name = "rotation"
+            path = "/rotation"
+            scheme = "github"
+            secrets = [{secrets}]
+            forward = {{ kind = "http", url = "{}/in", timeout = "2s" }}
+            "#,
+            downstream.url("")
+        )
+    };
+    let path = temp_file("rotation.toml", &text(r#""old-secret-000000001""#));
+    let old = config::load(&path).expect("valid");
+    let gateway = TestGateway::start_from(old.clone(), &path).await;
+    let sender = Sender::default();
+    let url = gateway.url("/rotation");
+    let post = |config: &Config, id: &str| {
+        let body = event_body(id);
+        let headers = sign(config, "rotation", &body, id);
+        let (sender, url) = (sender.clone(), url.clone());
+        async move { sender.post(&url, headers, body).await }
+    };
+    let matches = |page: &str, key: &str| {
+        metric(
+            page,
+            &format!(r#"hookgate_signature_matches_total{{source="rotation",key="{key}"}}"#),
+        )
+    };
+    post(&old, "r1").await.assert(200, "forwarded");
+    assert_eq!(matches(&metrics(&gateway).await, "0"), 1.0);
+
+    std::fs::write(&path, text(r#""new-secret-000000002", "old-secret-000000001""#)).expect("write");
+    let rotated = config::load(&path).expect("valid");
+    gateway.reload().await;
+    let mut reloaded = false;
+    for n in 0..100 {
+        if post(&rotated, &format!("probe-{n}")).await.outcome() == "forwarded" {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reloaded, "the new secret verifies after the reload");
+    post(&old, "r2").await.assert(200, "forwarded");
+    post(&old, "r3").await.assert(200, "forwarded");
+    let page = metrics(&gateway).await;
+    assert_eq!(matches(&page, "1"), 2.0, "the old secret, now second, matched twice");
+    assert_eq!(
+        matches(&page, "0"),
+        2.0,
+        "the first secret before the reload, and the new one's probe"
+    );
+}
