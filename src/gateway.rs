@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::body::{BodyBudget, BodyLimits, MinRate};
-use crate::config::{Config, ConfigError, ForwardConfig, SchemeKind, SourceConfig, StoreKind};
+use crate::config::{Config, ConfigError, ForwardConfig, SchemeKind, SourceConfig, SourceMode, StoreKind};
 use crate::dedup::DedupStore;
 use crate::forward::Handler;
 use crate::forward::http::{HttpClient, HttpHandler};
@@ -98,6 +98,8 @@ pub struct Source {
     pub scheme: SchemeKind,
     /// The URL its provider was given, for URL-signed schemes.
     pub public_url: Option<String>,
+    /// In shadow mode: every check runs and is counted, and every request is forwarded with its verdict.
+    pub shadow: bool,
     /// Where its event ids are.
     pub event_id: Arc<Locator>,
     /// Who may send.
@@ -229,12 +231,20 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         }
     };
     let allowed = config.allow_ips.iter().flat_map(|entry| entry.nets()).collect();
+    if config.mode == SourceMode::Shadow {
+        tracing::warn!(
+            source = %config.name,
+            "mode = \"shadow\": this source forwards every request, including those that fail the allowlist, \
+             the signature or the event id; watch hookgate_shadow_verdicts_total, then switch to enforce"
+        );
+    }
     Ok(Source {
         name: Arc::from(config.name.as_str()),
         path: config.path.clone(),
         verifier: Arc::new(verifier),
         scheme: config.scheme,
         public_url: config.public_url.as_ref().map(|u| u.as_str().to_owned()),
+        shadow: config.mode == SourceMode::Shadow,
         event_id: Arc::new(event_id),
         allowlist: Arc::new(Allowlist::new(allowed)),
         limiter: Arc::new(Limiter::new(&global.rate_limit, &config.rate_limit)),

@@ -368,5 +368,12 @@ fn check_config(path: &Path, now: SystemTime) -> Result<(), String> {
         config.server.admin_listen,
         config.dedup.store
     );
+    for source in config.sources.iter().filter(|s| s.mode == config::SourceMode::Shadow) {
+        println!(
+            "{}: source \"{}\" is in shadow mode: it forwards every request, whatever its verdict",
+            path.display(),
+            source.name
+        );
+    }
     Ok(())
 }

@@ -15,6 +15,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests by source, outcome and status.
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
+/// A shadow source's requests by the verdict enforce mode would have given (`pass`, `ip_denied`,
+/// `bad_signature`, `bad_request`) and its reason.
+pub const SHADOW_VERDICTS: &str = "hookgate_shadow_verdicts_total";
 /// Verified requests by the position of the key (secret or public key) that matched: during a rotation,
 /// it shows when the old key has stopped being used.
 pub const SIGNATURE_MATCHES: &str = "hookgate_signature_matches_total";
@@ -147,6 +150,10 @@ fn describe() {
     describe_counter!(REQUESTS_TOTAL, "Requests answered, by source and outcome.");
     describe_counter!(REJECTIONS_TOTAL, "Requests refused, by source and reason.");
     describe_counter!(
+        SHADOW_VERDICTS,
+        "Requests of shadow sources, by the verdict enforce mode would have given and its reason; all forwarded."
+    );
+    describe_counter!(
         SIGNATURE_MATCHES,
         "Verified requests, by source and the position of the key that matched (0 is the first listed)."
     );
@@ -207,6 +214,11 @@ const KEY_LABELS: [&str; 17] = [
 pub fn signature_match(source: &Arc<str>, key_index: usize) {
     let label = KEY_LABELS[key_index.min(KEY_LABELS.len() - 1)];
     source_counter(SIGNATURE_MATCHES, source, "key", label).increment(1);
+}
+
+/// Counts one request of a shadow source under its verdict (`pass` for one enforce mode would accept).
+pub fn shadow_verdict(source: &Arc<str>, verdict: &'static str, reason: &'static str) {
+    counter!(SHADOW_VERDICTS, "source" => source.clone(), "verdict" => verdict, "reason" => reason).increment(1);
 }
 
 /// Times one handler call; `status_class` is `2xx`, `4xx`, `5xx`, `timeout` or `error`.

@@ -19,6 +19,14 @@ pub struct OverTls;
 #[derive(Debug, Clone, Copy)]
 pub struct FromTrustedProxy;
 
+/// A shadow source's request that a stage before verification would have refused, put in the request
+/// extensions by that stage (the allowlist): the request goes on, and is forwarded with this verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowRefusal {
+    /// The outcome enforce mode would answer, such as `ip_denied`.
+    pub verdict: &'static str,
+}
+
 /// The resolved client, put in the request extensions by the client-IP stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);

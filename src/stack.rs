@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::request_id::{PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer};
@@ -23,7 +24,7 @@ use tracing::Span;
 use crate::body::{BodyLimit, BodyLimitLayer};
 use crate::dedup::layer::{DedupLayer, DedupService};
 use crate::error::{Accepted, Outcome, Rejection};
-use crate::forward::layer::ForwardService;
+use crate::forward::layer::{ForwardService, ShadowForwardService};
 use crate::gateway::{Gateway, Source};
 use crate::ingress::allowlist::{AllowlistLayer, AllowlistService};
 use crate::ingress::client_ip::{ClientIpLayer, ClientIpService};
@@ -112,6 +113,13 @@ pub fn build(gateway: &Gateway) -> GatewayService {
 
 /// One source's stack, in request order.
 pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
+    // Shadow mode: what a check would refuse goes around the later stages to the handler, with its verdict.
+    let bypass = source.shadow.then(|| {
+        BoxCloneSyncService::new(ShadowForwardService::<Accepted, Rejection>::new(
+            source.handler.clone(),
+            source.name.clone(),
+        ))
+    });
     ServiceBuilder::new()
         // Past the in-flight cap, answer 503 at once rather than queue without bound.
         .layer(ShedLayer::new(
@@ -121,7 +129,7 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         ))
         // Before the body is read: a refused client costs no memory and no HMAC. The allowlist comes
         // before the rate limit, so that denied addresses cannot use up the allowed ones' quota.
-        .layer(AllowlistLayer::new(source.allowlist.clone()))
+        .layer(AllowlistLayer::new(source.allowlist.clone()).shadow(source.shadow))
         .layer(RateLimitLayer::new(source.limiter.clone()))
         // A declared length over the limit (or the process's body budget) is refused before reading; the
         // rest is capped and accounted while it streams, must keep a minimum rate, and must arrive whole
@@ -131,13 +139,14 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
         .layer(
             VerifyLayer::new(source.name.clone(), source.verifier.clone(), gateway.backends.clock)
-                .with_public_url(source.public_url.as_deref()),
+                .with_public_url(source.public_url.as_deref())
+                .shadow(bypass.clone()),
         )
         // A provider's handshake is answered here: it has no event id, and is never forwarded.
         .layer(HandshakeLayer::new(source.scheme, source.verifier.clone()))
-        .layer(EventIdLayer::new(source.event_id.clone()))
+        .layer(EventIdLayer::new(source.event_id.clone()).shadow(source.name.clone(), bypass))
         .layer(DedupLayer::new(gateway.backends.dedup.clone(), source.name.clone()))
-        .service(ForwardService::new(source.handler.clone(), source.name.clone()))
+        .service(ForwardService::new(source.handler.clone(), source.name.clone()).shadow(source.shadow))
 }
 
 /// The span of one request: its request id (set just above) and path. Never a header value.

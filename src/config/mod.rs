@@ -25,7 +25,7 @@ pub use self::secrets::{Secret, SecretRef};
 pub use self::server::{ServerConfig, TlsConfig, TlsVersion};
 pub use self::source::{
     AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, KeyKind, PublicUrl, SchemeDoc, SchemeKind, SignatureEncoding,
-    SourceConfig, Template,
+    SourceConfig, SourceMode, Template,
 };
 
 /// The embedded default config, the same text as `config/hookgate.toml`.

@@ -427,8 +427,24 @@ pub struct SourceConfig {
     /// Settings of the generic `hmac` scheme; required with `scheme = "hmac"`, refused otherwise.
     #[serde(default)]
     pub hmac: Option<HmacConfig>,
+    /// `enforce` (default) refuses what fails a check; `shadow` runs and counts every check the same way but
+    /// forwards whatever the verdict, with `x-hookgate-verdict`, deduplicating only verified events: for
+    /// putting hookgate in front of a live application and watching before enforcing.
+    #[serde(default)]
+    pub mode: SourceMode,
     /// Where accepted events go.
     pub forward: ForwardConfig,
+}
+
+/// `mode`: whether a source's checks refuse, or only report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// A failed check is refused (`403`, `401`, `400`).
+    #[default]
+    Enforce,
+    /// Every request is forwarded, with the verdict enforce mode would give.
+    Shadow,
 }
 
 /// `replay_guard`: what besides the event id is claimed in the dedup store.

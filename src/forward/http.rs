@@ -9,7 +9,8 @@ use http_body_util::Full;
 
 use super::Delivered;
 use super::{
-    Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER, end_to_end_headers,
+    Delivery, EVENT_ID_HEADER, FORWARDED_FOR, ForwardError, REQUEST_ID_HEADER, SOURCE_HEADER, VERDICT_HEADER,
+    end_to_end_headers,
 };
 use crate::config::DownstreamUrl;
 
@@ -40,8 +41,11 @@ impl HttpHandler {
 
     pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
         let mut headers = HeaderMap::new();
-        for (name, value) in end_to_end_headers(delivery.event.headers()) {
+        for (name, value) in end_to_end_headers(delivery.headers) {
             headers.append(name, value.clone());
+        }
+        if let Some(verdict) = delivery.verdict {
+            headers.insert(VERDICT_HEADER, HeaderValue::from_static(verdict));
         }
         let outgoing = Outgoing {
             source: delivery.source,
@@ -50,7 +54,7 @@ impl HttpHandler {
             request_id: delivery.request_id.clone(),
             attempt: None,
         };
-        self.send(outgoing, headers, delivery.event.body().clone()).await?;
+        self.send(outgoing, headers, delivery.body.clone()).await?;
         Ok(Delivered::Forwarded)
     }
 

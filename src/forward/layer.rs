@@ -13,7 +13,8 @@ use tower::Service;
 
 use super::{Delivered, Delivery, ForwardError, Handler, REQUEST_ID_HEADER};
 use crate::peer::ClientIp;
-use crate::verify::event_id::Event;
+use crate::verify::Unverified;
+use crate::verify::event_id::{Event, EventId};
 
 /// Delivers each event to one source's handler. `R` and `E` are the stack's answer and refusal types,
 /// which the handler's own results convert into.
@@ -21,6 +22,8 @@ use crate::verify::event_id::Event;
 pub struct ForwardService<R, E> {
     handler: Arc<Handler>,
     source: Arc<str>,
+    /// `Some("pass")` for a shadow source: its verified events carry their verdict too.
+    verdict: Option<&'static str>,
     _types: PhantomData<fn() -> (R, E)>,
 }
 
@@ -29,6 +32,7 @@ impl<R, E> Clone for ForwardService<R, E> {
         ForwardService {
             handler: self.handler.clone(),
             source: self.source.clone(),
+            verdict: self.verdict,
             _types: PhantomData,
         }
     }
@@ -40,9 +44,55 @@ impl<R, E> ForwardService<R, E> {
         ForwardService {
             handler,
             source,
+            verdict: None,
             _types: PhantomData,
         }
     }
+
+    /// For a shadow source: each event goes on with `x-hookgate-verdict: pass`.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.verdict = shadow.then_some("pass");
+        self
+    }
+}
+
+/// What one delivery needs, whether the event was verified or is a shadow source's refused request.
+struct Parcel<'a> {
+    headers: &'a http::HeaderMap,
+    body: &'a bytes::Bytes,
+    extensions: &'a http::Extensions,
+    id: &'a EventId,
+    verdict: Option<&'static str>,
+}
+
+/// Hands one parcel to `handler`, times it, and logs a failure.
+async fn deliver(handler: &Handler, source: &Arc<str>, parcel: Parcel<'_>) -> Result<Delivered, ForwardError> {
+    let client_ip = parcel
+        .extensions
+        .get::<ClientIp>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
+    // Set at the door by the request-id layer; a fresh one only if the stack was built without it.
+    let request_id = parcel
+        .headers
+        .get(REQUEST_ID_HEADER)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("-"));
+    let delivery = Delivery {
+        source,
+        headers: parcel.headers,
+        body: parcel.body,
+        event_id: parcel.id,
+        verdict: parcel.verdict,
+        client_ip,
+        request_id: &request_id,
+    };
+    let started = Instant::now();
+    let result = handler.deliver(&delivery).await;
+    crate::metrics::forward(source, status_class(&result), started.elapsed());
+    if let Err(error) = &result {
+        tracing::warn!(%source, %client_ip, event_id = %parcel.id, %error, "delivery failed; the sender will retry");
+    }
+    result
 }
 
 impl<R, E> Service<Event> for ForwardService<R, E>
@@ -61,33 +111,77 @@ where
     fn call(&mut self, event: Event) -> Self::Future {
         let handler = self.handler.clone();
         let source = self.source.clone();
+        let verdict = self.verdict;
         Box::pin(async move {
-            let client_ip = event
-                .verified
-                .extensions()
-                .get::<ClientIp>()
-                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
-            // Set at the door by the request-id layer; a fresh one only if the stack was built without it.
-            let request_id = event
-                .verified
-                .headers()
-                .get(REQUEST_ID_HEADER)
-                .cloned()
-                .unwrap_or_else(|| HeaderValue::from_static("-"));
-            let delivery = Delivery {
-                source: &source,
-                event: &event.verified,
-                event_id: &event.id,
-                client_ip,
-                request_id: &request_id,
+            let parcel = Parcel {
+                headers: event.verified.headers(),
+                body: event.verified.body(),
+                extensions: event.verified.extensions(),
+                id: &event.id,
+                verdict,
             };
-            let started = Instant::now();
-            let result = handler.deliver(&delivery).await;
-            crate::metrics::forward(&source, status_class(&result), started.elapsed());
-            if let Err(error) = &result {
-                tracing::warn!(%source, %client_ip, event_id = %event.id, %error, "delivery failed; the sender will retry");
-            }
-            result.map(R::from).map_err(E::from)
+            deliver(&handler, &source, parcel).await.map(R::from).map_err(E::from)
+        })
+    }
+}
+
+/// A shadow source's way around verification, event id and dedup: delivers a request that enforce mode
+/// would have refused, with its verdict, and counts it.
+pub struct ShadowForwardService<R, E> {
+    inner: ForwardService<R, E>,
+}
+
+impl<R, E> Clone for ShadowForwardService<R, E> {
+    fn clone(&self) -> Self {
+        ShadowForwardService {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R, E> ShadowForwardService<R, E> {
+    /// Delivers `source`'s refused requests to `handler`.
+    pub fn new(handler: Arc<Handler>, source: Arc<str>) -> Self {
+        ShadowForwardService {
+            inner: ForwardService::new(handler, source),
+        }
+    }
+}
+
+impl<R, E> Service<Unverified> for ShadowForwardService<R, E>
+where
+    R: From<Delivered> + Send + 'static,
+    E: From<ForwardError> + Send + 'static,
+{
+    type Response = R;
+    type Error = E;
+    type Future = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Unverified) -> Self::Future {
+        let handler = self.inner.handler.clone();
+        let source = self.inner.source.clone();
+        Box::pin(async move {
+            crate::metrics::shadow_verdict(&source, request.verdict(), request.reason());
+            let client_ip = request.extensions().get::<ClientIp>().map(|c| c.0);
+            tracing::info!(
+                %source,
+                client_ip = ?client_ip,
+                verdict = request.verdict(),
+                reason = request.reason(),
+                "shadow mode: forwarding a request that enforce mode would refuse"
+            );
+            let parcel = Parcel {
+                headers: request.headers(),
+                body: request.body(),
+                extensions: request.extensions(),
+                id: request.id(),
+                verdict: Some(request.verdict()),
+            };
+            deliver(&handler, &source, parcel).await.map(R::from).map_err(E::from)
         })
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use crate::verify::Verified;
 use crate::verify::event_id::EventId;
+use bytes::Bytes;
 
 /// What a handler did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +71,16 @@ impl ForwardError {
 pub struct Delivery<'a> {
     /// The source's name.
     pub source: &'a str,
-    /// The verified request: headers and the exact body.
-    pub event: &'a Verified,
-    /// The event id, claimed in the dedup store.
+    /// The request's headers, as received.
+    pub headers: &'a HeaderMap,
+    /// The exact body.
+    pub body: &'a Bytes,
+    /// The event id, claimed in the dedup store (for a shadow source's refused request, the body's hash,
+    /// not claimed).
     pub event_id: &'a EventId,
+    /// A shadow source's verdict (`pass`, or what enforce mode would have refused), sent on as
+    /// `x-hookgate-verdict`; `None` for an enforcing source.
+    pub verdict: Option<&'static str>,
     /// The resolved client IP.
     pub client_ip: IpAddr,
     /// The request id set at the door.
@@ -109,6 +115,9 @@ impl Handler {
         }
     }
 }
+
+/// A shadow source's verdict on a forwarded request: `pass`, `ip_denied`, `bad_signature` or `bad_request`.
+pub const VERDICT_HEADER: HeaderName = HeaderName::from_static("x-hookgate-verdict");
 
 /// Names the source on a forwarded request.
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-hookgate-source");

@@ -31,7 +31,10 @@ impl StdoutHandler {
     /// The JSON line for one event, newline included.
     pub fn line(delivery: &Delivery<'_>) -> Vec<u8> {
         let mut headers: BTreeMap<&str, String> = BTreeMap::new();
-        for (name, value) in end_to_end_headers(delivery.event.headers()) {
+        if let Some(verdict) = delivery.verdict {
+            headers.insert("x-hookgate-verdict", verdict.to_owned());
+        }
+        for (name, value) in end_to_end_headers(delivery.headers) {
             let value = String::from_utf8_lossy(value.as_bytes());
             headers
                 .entry(name.as_str())
@@ -41,7 +44,7 @@ impl StdoutHandler {
                 })
                 .or_insert_with(|| value.into_owned());
         }
-        let raw = delivery.event.body();
+        let raw = delivery.body;
         let (body_encoding, body) = match std::str::from_utf8(raw) {
             Ok(text) => ("utf8", text.to_owned()),
             Err(_) => {

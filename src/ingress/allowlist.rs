@@ -11,7 +11,7 @@ use http::Request;
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
-use crate::peer::ClientIp;
+use crate::peer::{ClientIp, ShadowRefusal};
 
 /// The allowed addresses as sorted, merged, inclusive ranges per family, so that a lookup is a binary
 /// search however many CIDRs are listed (provider lists run to hundreds).
@@ -85,12 +85,19 @@ pub struct IpDenied;
 #[derive(Debug, Clone)]
 pub struct AllowlistLayer {
     list: Arc<Allowlist>,
+    shadow: bool,
 }
 
 impl AllowlistLayer {
     /// Lets in only the clients `list` allows.
     pub fn new(list: Arc<Allowlist>) -> Self {
-        AllowlistLayer { list }
+        AllowlistLayer { list, shadow: false }
+    }
+
+    /// For a shadow source: a client outside the list goes on, marked with a [`ShadowRefusal`].
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
     }
 }
 
@@ -100,6 +107,7 @@ impl<S> Layer<S> for AllowlistLayer {
         AllowlistService {
             inner,
             list: self.list.clone(),
+            shadow: self.shadow,
         }
     }
 }
@@ -109,6 +117,7 @@ impl<S> Layer<S> for AllowlistLayer {
 pub struct AllowlistService<S> {
     inner: S,
     list: Arc<Allowlist>,
+    shadow: bool,
 }
 
 impl<S, B> Service<Request<B>> for AllowlistService<S>
@@ -124,13 +133,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Without a resolved client (a wiring mistake) the request is refused: fail closed.
         let allowed = req
             .extensions()
             .get::<ClientIp>()
             .is_some_and(|c| self.list.allows(c.0));
         if allowed {
+            Either::Right(self.inner.call(req))
+        } else if self.shadow {
+            req.extensions_mut().insert(ShadowRefusal { verdict: "ip_denied" });
             Either::Right(self.inner.call(req))
         } else {
             Either::Left(ready(Err(IpDenied.into())))

@@ -28,6 +28,17 @@ pub enum EventIdError {
     Invalid,
 }
 
+impl EventIdError {
+    /// The bounded label of this failure, as in `bad_request:missing_event_id`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EventIdError::Missing(_) => "missing_event_id",
+            EventIdError::BodyNotJson(_) => "body_not_json",
+            EventIdError::Invalid => "invalid_event_id",
+        }
+    }
+}
+
 /// A verified event and its id: what the dedup and forward stages take.
 #[derive(Debug)]
 pub struct Event {
@@ -49,6 +60,12 @@ impl EventId {
             return Err(EventIdError::Invalid);
         }
         Ok(EventId(id))
+    }
+
+    /// The hex SHA-256 of `body`: 64 printable characters, always a valid id.
+    pub fn body_hash(body: &[u8]) -> Self {
+        use sha2::Digest;
+        EventId(hex::encode(sha2::Sha256::digest(body)))
     }
 
     /// The id as text.
@@ -140,10 +157,7 @@ impl Locator {
                     .map(|(_, value)| value.into_owned());
                 EventId::new(found.ok_or_else(|| EventIdError::Missing(format!("form:{field}")))?)
             }
-            Locator::BodyHash => {
-                use sha2::Digest;
-                EventId::new(hex::encode(sha2::Sha256::digest(event.body())))
-            }
+            Locator::BodyHash => Ok(EventId::body_hash(event.body())),
         }
     }
 }

@@ -15,22 +15,54 @@ use http::Request;
 use hyper::body::Body;
 use tower::{Layer, Service};
 
+use tower::util::BoxCloneSyncService;
+
 use super::event_id::{Event, EventIdError, Locator};
-use super::{Target, Verified, Verifier, VerifyError};
+use super::{Target, Unverified, Verified, Verifier, VerifyError};
 use crate::body::{self, BodyError};
+use crate::peer::ShadowRefusal;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Where a shadow source's refused requests go instead of being refused: the source's handler, around
+/// every later stage. `R` and `E` are the stack's answer and refusal types.
+pub type Bypass<R, E> = BoxCloneSyncService<Unverified, R, E>;
+
+/// A shadow source's name and its [`Bypass`].
+type Shadow<R, E> = Option<(Arc<str>, Bypass<R, E>)>;
+
 /// Builds [`VerifyService`] around one source's verifier.
-#[derive(Debug, Clone)]
-pub struct VerifyLayer {
+pub struct VerifyLayer<R, E> {
     source: Arc<str>,
     verifier: Arc<Verifier>,
     clock: Clock,
     urls: Option<Arc<UrlRebuilder>>,
+    bypass: Option<Bypass<R, E>>,
 }
 
-impl VerifyLayer {
+impl<R, E> Clone for VerifyLayer<R, E> {
+    fn clone(&self) -> Self {
+        VerifyLayer {
+            source: self.source.clone(),
+            verifier: self.verifier.clone(),
+            clock: self.clock,
+            urls: self.urls.clone(),
+            bypass: self.bypass.clone(),
+        }
+    }
+}
+
+impl<R, E> std::fmt::Debug for VerifyLayer<R, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyLayer")
+            .field("source", &self.source)
+            .field("verifier", &self.verifier)
+            .field("shadow", &self.bypass.is_some())
+            .finish()
+    }
+}
+
+impl<R, E> VerifyLayer<R, E> {
     /// Checks each request of `source` against `verifier`'s keys, dating timestamps by `clock`.
     pub fn new(source: Arc<str>, verifier: Arc<Verifier>, clock: Clock) -> Self {
         let urls = verifier.signs_url().then(|| Arc::new(UrlRebuilder::new(None)));
@@ -39,7 +71,15 @@ impl VerifyLayer {
             verifier,
             clock,
             urls,
+            bypass: None,
         }
+    }
+
+    /// For a shadow source: a request that fails verification, or that an earlier stage marked with a
+    /// [`ShadowRefusal`], goes to `bypass` with its verdict instead of being refused.
+    pub fn shadow(mut self, bypass: Option<Bypass<R, E>>) -> Self {
+        self.bypass = bypass;
+        self
     }
 
     /// For a URL-signed scheme: the URL the provider was given (`public_url`), instead of one rebuilt
@@ -52,7 +92,10 @@ impl VerifyLayer {
     }
 }
 
-impl<S> Layer<S> for VerifyLayer {
+impl<S> Layer<S> for VerifyLayer<S::Response, S::Error>
+where
+    S: Service<Verified>,
+{
     type Service = VerifyService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         VerifyService {
@@ -61,6 +104,7 @@ impl<S> Layer<S> for VerifyLayer {
             verifier: self.verifier.clone(),
             clock: self.clock,
             urls: self.urls.clone(),
+            bypass: self.bypass.clone(),
         }
     }
 }
@@ -152,13 +196,35 @@ pub fn url_variants(url: &str) -> Vec<String> {
 }
 
 /// Reads the body, verifies it, and hands the inner stage a [`Verified`] request.
-#[derive(Debug, Clone)]
-pub struct VerifyService<S> {
+pub struct VerifyService<S: Service<Verified>> {
     inner: S,
     source: Arc<str>,
     verifier: Arc<Verifier>,
     clock: Clock,
     urls: Option<Arc<UrlRebuilder>>,
+    bypass: Option<Bypass<S::Response, S::Error>>,
+}
+
+impl<S: Service<Verified> + Clone> Clone for VerifyService<S> {
+    fn clone(&self) -> Self {
+        VerifyService {
+            inner: self.inner.clone(),
+            source: self.source.clone(),
+            verifier: self.verifier.clone(),
+            clock: self.clock,
+            urls: self.urls.clone(),
+            bypass: self.bypass.clone(),
+        }
+    }
+}
+
+impl<S: Service<Verified>> std::fmt::Debug for VerifyService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyService")
+            .field("source", &self.source)
+            .field("shadow", &self.bypass.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, B> Service<Request<B>> for VerifyService<S>
@@ -185,13 +251,28 @@ where
         let clock = self.clock;
         let urls = self.urls.clone();
         let source = self.source.clone();
+        let bypass = self.bypass.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = body::collect(body).await?;
             let target = urls.as_ref().map(|u| u.target(&parts));
-            let result = verifier.verify_request(target.as_ref(), parts.headers, body, clock.now());
+            let refused_before = parts.extensions.get::<ShadowRefusal>().copied();
+            let result = verifier.verify_request(target.as_ref(), parts.headers.clone(), body.clone(), clock.now());
             if let (Err(VerifyError::Mismatch), Some(urls), Some(target)) = (&result, &urls, &target) {
                 urls.log_mismatch(target);
+            }
+            if let Some(mut bypass) = bypass {
+                // Shadow mode: the first refusal, in request order, is the verdict; the request goes on.
+                let refusal = match (refused_before, &result) {
+                    (Some(refused), _) => Some((refused.verdict, "none")),
+                    (None, Err(error)) => Some(("bad_signature", error.reason())),
+                    (None, Ok(_)) => None,
+                };
+                if let Some((verdict, reason)) = refusal {
+                    let unverified = Unverified::new(parts.headers, body, parts.extensions, verdict, reason);
+                    std::future::poll_fn(|cx| bypass.poll_ready(cx)).await?;
+                    return bypass.call(unverified).await;
+                }
             }
             let mut verified = result?;
             crate::metrics::signature_match(&source, verified.key_index());
@@ -225,52 +306,116 @@ impl Clock {
 }
 
 /// Builds [`EventIdService`] around one source's event-id locator.
-#[derive(Debug, Clone)]
-pub struct EventIdLayer {
+pub struct EventIdLayer<R, E> {
     locator: Arc<Locator>,
+    shadow: Shadow<R, E>,
 }
 
-impl EventIdLayer {
-    /// Reads each event's id where `locator` says.
-    pub fn new(locator: Arc<Locator>) -> Self {
-        EventIdLayer { locator }
+impl<R, E> Clone for EventIdLayer<R, E> {
+    fn clone(&self) -> Self {
+        EventIdLayer {
+            locator: self.locator.clone(),
+            shadow: self.shadow.clone(),
+        }
     }
 }
 
-impl<S> Layer<S> for EventIdLayer {
+impl<R, E> std::fmt::Debug for EventIdLayer<R, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventIdLayer")
+            .field("locator", &self.locator)
+            .field("shadow", &self.shadow.is_some())
+            .finish()
+    }
+}
+
+impl<R, E> EventIdLayer<R, E> {
+    /// Reads each event's id where `locator` says.
+    pub fn new(locator: Arc<Locator>) -> Self {
+        EventIdLayer { locator, shadow: None }
+    }
+
+    /// For a shadow source named `source`: an event without a usable id goes to `bypass` as
+    /// `bad_request` instead of being refused, and every event with one counts as the verdict `pass`.
+    pub fn shadow(mut self, source: Arc<str>, bypass: Option<Bypass<R, E>>) -> Self {
+        self.shadow = bypass.map(|b| (source, b));
+        self
+    }
+}
+
+impl<S> Layer<S> for EventIdLayer<S::Response, S::Error>
+where
+    S: Service<Event>,
+{
     type Service = EventIdService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         EventIdService {
             inner,
             locator: self.locator.clone(),
+            shadow: self.shadow.clone(),
         }
     }
 }
 
 /// Takes the id of a verified event, or refuses it with a ready answer.
-#[derive(Debug, Clone)]
-pub struct EventIdService<S> {
+pub struct EventIdService<S: Service<Event>> {
     inner: S,
     locator: Arc<Locator>,
+    shadow: Shadow<S::Response, S::Error>,
 }
+
+impl<S: Service<Event> + Clone> Clone for EventIdService<S> {
+    fn clone(&self) -> Self {
+        EventIdService {
+            inner: self.inner.clone(),
+            locator: self.locator.clone(),
+            shadow: self.shadow.clone(),
+        }
+    }
+}
+
+impl<S: Service<Event>> std::fmt::Debug for EventIdService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventIdService")
+            .field("locator", &self.locator)
+            .field("shadow", &self.shadow.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
 impl<S> Service<Verified> for EventIdService<S>
 where
     S: Service<Event>,
-    S::Error: From<EventIdError>,
+    S::Error: From<EventIdError> + Send + 'static,
+    S::Response: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+    type Future = Either<Either<Ready<Result<S::Response, S::Error>>, BoxFuture<S::Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, verified: Verified) -> Self::Future {
-        match self.locator.extract(&verified) {
-            Ok(id) => Either::Right(self.inner.call(Event { verified, id })),
-            Err(error) => Either::Left(ready(Err(error.into()))),
+        match (self.locator.extract(&verified), &self.shadow) {
+            (Ok(id), shadow) => {
+                if let Some((source, _)) = shadow {
+                    crate::metrics::shadow_verdict(source, "pass", "none");
+                }
+                Either::Right(self.inner.call(Event { verified, id }))
+            }
+            (Err(error), Some((_, bypass))) => {
+                let mut bypass = bypass.clone();
+                let unverified = Unverified::from_verified(verified, error.reason());
+                Either::Left(Either::Right(Box::pin(async move {
+                    std::future::poll_fn(|cx| bypass.poll_ready(cx)).await?;
+                    bypass.call(unverified).await
+                })))
+            }
+            (Err(error), None) => Either::Left(Either::Left(ready(Err(error.into())))),
         }
     }
 }

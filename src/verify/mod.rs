@@ -213,6 +213,81 @@ impl Verified {
     }
 }
 
+/// A request of a shadow source that enforce mode would have refused (`ip_denied`, `bad_signature`,
+/// `bad_request`). It is forwarded all the same, with its verdict, and never deduplicated: it is not proof
+/// of anything, and no stage that needs a [`Verified`] event takes it.
+#[derive(Debug)]
+pub struct Unverified {
+    headers: HeaderMap,
+    body: Bytes,
+    extensions: http::Extensions,
+    verdict: &'static str,
+    reason: &'static str,
+    id: event_id::EventId,
+}
+
+impl Unverified {
+    /// `verdict` is the outcome enforce mode would answer, `reason` its refined reason.
+    pub(crate) fn new(
+        headers: HeaderMap,
+        body: Bytes,
+        extensions: http::Extensions,
+        verdict: &'static str,
+        reason: &'static str,
+    ) -> Self {
+        let id = event_id::EventId::body_hash(&body);
+        Unverified {
+            headers,
+            body,
+            extensions,
+            verdict,
+            reason,
+            id,
+        }
+    }
+
+    /// A verified event whose id could not be read (`bad_request`).
+    pub(crate) fn from_verified(verified: Verified, reason: &'static str) -> Self {
+        Unverified::new(
+            verified.headers,
+            verified.body,
+            verified.extensions,
+            "bad_request",
+            reason,
+        )
+    }
+
+    /// The request's headers, as received.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body, as received.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The request's extensions, from the stages before.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// What enforce mode would have answered: `ip_denied`, `bad_signature` or `bad_request`.
+    pub fn verdict(&self) -> &'static str {
+        self.verdict
+    }
+
+    /// The refined reason, such as `mismatch` or `stale_timestamp`.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The id it is forwarded under: the hex SHA-256 of its body (not claimed in the dedup store).
+    pub fn id(&self) -> &event_id::EventId {
+        &self.id
+    }
+}
+
 /// A keyed HMAC, ready to take data. Keys are set up once at load, not per request.
 #[derive(Clone)]
 pub(crate) enum MacKey {

@@ -65,5 +65,6 @@ mod operations;
 mod providers;
 mod queue;
 mod schemes;
+mod shadow;
 mod slack;
 mod traffic;

@@ -43,7 +43,10 @@ impl Envelope {
     pub(super) fn new(delivery: &Delivery<'_>) -> Self {
         let mut headers = Vec::new();
         let mut binary_headers = Vec::new();
-        for (name, value) in end_to_end_headers(delivery.event.headers()) {
+        if let Some(verdict) = delivery.verdict {
+            headers.push((super::super::VERDICT_HEADER.as_str().to_owned(), verdict.to_owned()));
+        }
+        for (name, value) in end_to_end_headers(delivery.headers) {
             match value.to_str() {
                 Ok(text) => headers.push((name.as_str().to_owned(), text.to_owned())),
                 Err(_) => binary_headers.push((name.as_str().to_owned(), base64_encode(value.as_bytes()))),
@@ -53,7 +56,7 @@ impl Envelope {
             event_id: delivery.event_id.as_str().to_owned(),
             headers,
             binary_headers,
-            body: base64_encode(delivery.event.body()),
+            body: base64_encode(delivery.body),
             client_ip: delivery.client_ip.to_string(),
             request_id: delivery.request_id.to_str().unwrap_or_default().to_owned(),
             received_at_ms: now_ms(),
