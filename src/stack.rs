@@ -24,7 +24,7 @@ use tracing::Span;
 use crate::body::{BodyLimit, BodyLimitLayer};
 use crate::dedup::layer::{DedupLayer, DedupService};
 use crate::error::{Accepted, Outcome, Rejection};
-use crate::forward::layer::{ForwardService, ShadowForwardService};
+use crate::forward::layer::ForwardService;
 use crate::gateway::{Gateway, Source};
 use crate::ingress::allowlist::{AllowlistLayer, AllowlistService};
 use crate::ingress::client_ip::{ClientIpLayer, ClientIpService};
@@ -115,7 +115,7 @@ pub fn build(gateway: &Gateway) -> GatewayService {
 pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
     // Shadow mode: what a check would refuse goes around the later stages to the handler, with its verdict.
     let bypass = source.shadow.then(|| {
-        BoxCloneSyncService::new(ShadowForwardService::<Accepted, Rejection>::new(
+        BoxCloneSyncService::new(ForwardService::<Accepted, Rejection>::new(
             source.handler.clone(),
             source.name.clone(),
         ))

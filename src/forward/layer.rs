@@ -125,30 +125,9 @@ where
     }
 }
 
-/// A shadow source's way around verification, event id and dedup: delivers a request that enforce mode
-/// would have refused, with its verdict, and counts it.
-pub struct ShadowForwardService<R, E> {
-    inner: ForwardService<R, E>,
-}
-
-impl<R, E> Clone for ShadowForwardService<R, E> {
-    fn clone(&self) -> Self {
-        ShadowForwardService {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<R, E> ShadowForwardService<R, E> {
-    /// Delivers `source`'s refused requests to `handler`.
-    pub fn new(handler: Arc<Handler>, source: Arc<str>) -> Self {
-        ShadowForwardService {
-            inner: ForwardService::new(handler, source),
-        }
-    }
-}
-
-impl<R, E> Service<Unverified> for ShadowForwardService<R, E>
+/// A shadow source's way around verification, event id and dedup: a request that enforce mode would have
+/// refused is delivered with its verdict, and counted.
+impl<R, E> Service<Unverified> for ForwardService<R, E>
 where
     R: From<Delivered> + Send + 'static,
     E: From<ForwardError> + Send + 'static,
@@ -162,8 +141,8 @@ where
     }
 
     fn call(&mut self, request: Unverified) -> Self::Future {
-        let handler = self.inner.handler.clone();
-        let source = self.inner.source.clone();
+        let handler = self.handler.clone();
+        let source = self.source.clone();
         Box::pin(async move {
             crate::metrics::shadow_verdict(&source, request.verdict(), request.reason());
             let client_ip = request.extensions().get::<ClientIp>().map(|c| c.0);
