@@ -23,6 +23,7 @@ use crate::ingress::allowlist::Allowlist;
 use crate::ingress::client_ip::Resolver;
 use crate::ingress::rate_limit::{self, Limiter};
 use crate::ingress::shed::ClientSlots;
+use crate::quarantine::Quarantine;
 use crate::redis_client::RedisClient;
 use crate::verify::event_id::Locator;
 use crate::verify::layer::Clock;
@@ -61,7 +62,7 @@ impl Backends {
             || config
                 .sources
                 .iter()
-                .any(|s| matches!(s.forward, ForwardConfig::Queue(_)));
+                .any(|s| s.quarantine || matches!(s.forward, ForwardConfig::Queue(_)));
         let redis = if needs_redis {
             let dedup = &config.dedup;
             let urls = dedup.redis_url.clone().or_env();
@@ -86,7 +87,7 @@ impl Backends {
 }
 
 /// One webhook sender's parts, ready to serve.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Source {
     /// Its name, the `source` label.
     pub name: Arc<str>,
@@ -100,6 +101,8 @@ pub struct Source {
     pub public_url: Option<String>,
     /// In shadow mode: every check runs and is counted, and every request is forwarded with its verdict.
     pub shadow: bool,
+    /// Where its refused requests are kept, with `quarantine = true`.
+    pub quarantine: Option<Arc<Quarantine>>,
     /// Where its event ids are.
     pub event_id: Arc<Locator>,
     /// Who may send.
@@ -231,6 +234,23 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         }
     };
     let allowed = config.allow_ips.iter().flat_map(|entry| entry.nets()).collect();
+    let quarantine = if config.quarantine {
+        // `connect` opens the Redis client whenever a source quarantines.
+        let redis = backends
+            .redis
+            .clone()
+            .ok_or(("quarantine", "a quarantine needs a Redis client".to_owned()))?;
+        Some(Arc::new(Quarantine::new(
+            Arc::from(config.name.as_str()),
+            redis,
+            &global.dedup.key_prefix,
+            &global.quarantine,
+            config.quarantine_headers,
+            crate::verify::sensitive_headers(std::slice::from_ref(config)),
+        )))
+    } else {
+        None
+    };
     if config.mode == SourceMode::Shadow {
         tracing::warn!(
             source = %config.name,
@@ -245,6 +265,7 @@ fn build_source(global: &Config, config: &SourceConfig, backends: &Backends) -> 
         scheme: config.scheme,
         public_url: config.public_url.as_ref().map(|u| u.as_str().to_owned()),
         shadow: config.mode == SourceMode::Shadow,
+        quarantine,
         event_id: Arc::new(event_id),
         allowlist: Arc::new(Allowlist::new(allowed)),
         limiter: Arc::new(Limiter::new(&global.rate_limit, &config.rate_limit)),

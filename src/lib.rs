@@ -60,6 +60,7 @@ pub mod gateway;
 pub mod ingress;
 pub mod metrics;
 pub mod peer;
+pub mod quarantine;
 pub mod redis_client;
 pub mod request_id;
 pub mod respond;

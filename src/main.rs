@@ -74,6 +74,34 @@ enum Command {
     /// Dead letters: events whose delivery failed `max_attempts` times.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Refused requests kept by sources with `quarantine = true`.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// List a source's quarantined requests, one JSON object per line: id, time, client IP, verdict and
+    /// reason, event id (when one can be read), size.
+    List {
+        source: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run quarantined requests through the current config, as of the moment each was received, and forward
+    /// each that now passes (with dedup); each delivered or duplicate is removed from the quarantine, so a
+    /// second run delivers nothing twice.
+    Replay {
+        source: String,
+        /// One quarantined request, by its id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<String>,
+        /// Every quarantined request of the source.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +167,13 @@ fn main() -> ExitCode {
             let which = id.map_or(Replay::All, Replay::One);
             dead_replay(&config, &source, &which)
         }
+        Command::Quarantine(QuarantineCommand::List { source, config }) => quarantine_list(&config, &source),
+        Command::Quarantine(QuarantineCommand::Replay {
+            source,
+            id,
+            all: _,
+            config,
+        }) => quarantine_replay(&config, &source, id.as_deref()),
         Command::Echo(args) => runtime().and_then(|rt| rt.block_on(cli::echo::run(args, shutdown_signal()))),
     };
     match result {
@@ -338,6 +373,112 @@ fn dead_replay(path: &Path, source: &str, which: &Replay) -> Result<(), String> 
     runtime()?.block_on(async {
         let moved = queue_named(path, source).await?.replay(which).await?;
         println!("replayed {moved} dead letter(s) of {source}");
+        Ok(())
+    })
+}
+
+/// The gateway of the config at `path`, and its source named `source`, which must quarantine.
+fn quarantined(path: &Path, source: &str) -> Result<(Gateway, hookgate::gateway::Source), String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    let gateway = build(&config, path)?;
+    let found = gateway
+        .sources
+        .iter()
+        .find(|s| &*s.name == source && s.quarantine.is_some())
+        .cloned()
+        .ok_or_else(|| format!("{}: no source `{source}` with quarantine = true", path.display()))?;
+    Ok((gateway, found))
+}
+
+fn quarantine_list(path: &Path, source: &str) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let (_, found) = quarantined(path, source)?;
+        let quarantine = found.quarantine.as_ref().ok_or("no quarantine")?;
+        for entry in quarantine.list().await? {
+            let event_id = entry
+                .request()
+                .and_then(|(headers, body)| found.event_id.peek(&headers, &body));
+            let line = serde_json::json!({
+                "id": entry.id,
+                "received_at": humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms)
+                ).to_string(),
+                "client_ip": entry.client_ip,
+                "verdict": entry.verdict,
+                "reason": entry.reason,
+                "event_id": event_id,
+                "size": entry.size(),
+                "redacted": entry.redacted,
+            });
+            println!("{line}");
+        }
+        Ok(())
+    })
+}
+
+fn quarantine_replay(path: &Path, source: &str, id: Option<&str>) -> Result<(), String> {
+    use hookgate::error::Accepted;
+    runtime()?.block_on(async {
+        let (gateway, found) = quarantined(path, source)?;
+        let quarantine = found.quarantine.clone().ok_or("no quarantine")?;
+        // The replay must not quarantine what it refuses again, nor forward it as a shadow source would.
+        let replaying = hookgate::gateway::Source {
+            quarantine: None,
+            shadow: false,
+            ..found.clone()
+        };
+        let entries: Vec<_> = quarantine
+            .list()
+            .await?
+            .into_iter()
+            .filter(|e| id.is_none_or(|id| e.id == id))
+            .collect();
+        if let (Some(id), true) = (id, entries.is_empty()) {
+            return Err(format!("no quarantined request `{id}` in {source}"));
+        }
+        let (mut delivered, mut kept) = (0, 0);
+        for entry in entries {
+            let Some((headers, body)) = entry.request() else {
+                hookgate::metrics::quarantine_replay(&found.name, "failed");
+                println!("{}: cannot be read back; kept", entry.id);
+                kept += 1;
+                continue;
+            };
+            let received = i64::try_from(entry.received_at_ms / 1000).unwrap_or(i64::MAX);
+            let stack =
+                hookgate::stack::source_stack_at(&gateway, &replaying, hookgate::verify::layer::Clock::Fixed(received));
+            let mut request = http::Request::post(replaying.path.as_str())
+                .body(http_body_util::Full::new(body))
+                .map_err(|e| e.to_string())?;
+            *request.headers_mut() = headers;
+            if let Ok(ip) = entry.client_ip.parse() {
+                request.extensions_mut().insert(hookgate::peer::ClientIp(ip));
+            }
+            let result = tower::ServiceExt::oneshot(stack, request).await;
+            let label = match &result {
+                Ok(Accepted::Duplicate) => "duplicate",
+                Ok(_) => "delivered",
+                Err(rejection) if rejection.outcome().status().is_client_error() => "refused",
+                Err(_) => "failed",
+            };
+            hookgate::metrics::quarantine_replay(&found.name, label);
+            match &result {
+                Ok(_) => {
+                    let removed = quarantine.remove(&entry.id).await?;
+                    println!(
+                        "{}: {label}{}",
+                        entry.id,
+                        if removed { "" } else { " (removed by another replay)" }
+                    );
+                    delivered += 1;
+                }
+                Err(rejection) => {
+                    println!("{}: {label} ({}); kept", entry.id, rejection.reason());
+                    kept += 1;
+                }
+            }
+        }
+        println!("{source}: {delivered} replayed, {kept} kept");
         Ok(())
     })
 }

@@ -18,6 +18,14 @@ pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 /// A shadow source's requests by the verdict enforce mode would have given (`pass`, `ip_denied`,
 /// `bad_signature`, `bad_request`) and its reason.
 pub const SHADOW_VERDICTS: &str = "hookgate_shadow_verdicts_total";
+/// Refused requests kept in a source's quarantine, by verdict.
+pub const QUARANTINE_KEPT: &str = "hookgate_quarantine_kept_total";
+/// Requests in a source's quarantine now.
+pub const QUARANTINE_ENTRIES: &str = "hookgate_quarantine_entries";
+/// Age of the oldest request in a source's quarantine.
+pub const QUARANTINE_OLDEST_AGE: &str = "hookgate_quarantine_oldest_age_seconds";
+/// Replays of quarantined requests, by result (`delivered`, `duplicate`, `refused`, `failed`).
+pub const QUARANTINE_REPLAYS: &str = "hookgate_quarantine_replays_total";
 /// Verified requests by the position of the key (secret or public key) that matched: during a rotation,
 /// it shows when the old key has stopped being used.
 pub const SIGNATURE_MATCHES: &str = "hookgate_signature_matches_total";
@@ -150,6 +158,17 @@ fn describe() {
     describe_counter!(REQUESTS_TOTAL, "Requests answered, by source and outcome.");
     describe_counter!(REJECTIONS_TOTAL, "Requests refused, by source and reason.");
     describe_counter!(
+        QUARANTINE_KEPT,
+        "Refused requests kept in the source's quarantine, by verdict."
+    );
+    describe_gauge!(QUARANTINE_ENTRIES, "Requests in the source's quarantine.");
+    describe_gauge!(
+        QUARANTINE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest request in the source's quarantine."
+    );
+    describe_counter!(QUARANTINE_REPLAYS, "Replays of quarantined requests, by result.");
+    describe_counter!(
         SHADOW_VERDICTS,
         "Requests of shadow sources, by the verdict enforce mode would have given and its reason; all forwarded."
     );
@@ -214,6 +233,22 @@ const KEY_LABELS: [&str; 17] = [
 pub fn signature_match(source: &Arc<str>, key_index: usize) {
     let label = KEY_LABELS[key_index.min(KEY_LABELS.len() - 1)];
     source_counter(SIGNATURE_MATCHES, source, "key", label).increment(1);
+}
+
+/// Counts one refused request kept in `source`'s quarantine.
+pub fn quarantine_kept(source: &Arc<str>, verdict: &'static str) {
+    source_counter(QUARANTINE_KEPT, source, "verdict", verdict).increment(1);
+}
+
+/// Sets `source`'s quarantine gauges.
+pub fn quarantine_stats(source: &Arc<str>, entries: u64, oldest_age_seconds: f64) {
+    gauge!(QUARANTINE_ENTRIES, "source" => source.clone()).set(entries as f64);
+    gauge!(QUARANTINE_OLDEST_AGE, "source" => source.clone()).set(oldest_age_seconds);
+}
+
+/// Counts one replay of a quarantined request under its result.
+pub fn quarantine_replay(source: &Arc<str>, result: &'static str) {
+    source_counter(QUARANTINE_REPLAYS, source, "result", result).increment(1);
 }
 
 /// Counts one request of a shadow source under its verdict (`pass` for one enforce mode would accept).

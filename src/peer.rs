@@ -19,13 +19,19 @@ pub struct OverTls;
 #[derive(Debug, Clone, Copy)]
 pub struct FromTrustedProxy;
 
-/// A shadow source's request that a stage before verification would have refused, put in the request
-/// extensions by that stage (the allowlist): the request goes on, and is forwarded with this verdict.
+/// A request that a stage before verification refused, but let on so that its body can be read: put in
+/// the request extensions by that stage (the allowlist) for a shadow source (which forwards it with this
+/// verdict) or a quarantining one (which keeps it, then refuses it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShadowRefusal {
     /// The outcome enforce mode would answer, such as `ip_denied`.
     pub verdict: &'static str,
 }
+
+/// The allowlist's refusal: the client is not in the source's allowlist (`403 ip_denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("client IP is not in the source's allowlist")]
+pub struct IpDenied;
 
 /// The resolved client, put in the request extensions by the client-IP stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

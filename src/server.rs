@@ -131,6 +131,7 @@ pub async fn run_with_clock(
     };
     let consumer = queue::consumer_name();
     let mut workers = Workers::start(&gateway.queues, &consumer);
+    watch_quarantines(&gateway);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let settings = Settings {
@@ -221,6 +222,7 @@ fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live
     match built {
         Ok((new, gateway, tls)) => {
             live.stack.store(Arc::new(stack::build(&gateway)));
+            watch_quarantines(&gateway);
             if let (Some(slot), Some(tls)) = (&live.tls, tls) {
                 slot.store(tls);
             }
@@ -396,5 +398,12 @@ async fn serve_admin(listener: TcpListener, admin: Admin) {
             }),
         );
         tokio::spawn(connection);
+    }
+}
+
+/// Keeps the quarantine gauges of `gateway`'s sources current, for as long as each quarantine is in use.
+fn watch_quarantines(gateway: &Gateway) {
+    for quarantine in gateway.sources.iter().filter_map(|s| s.quarantine.as_ref()) {
+        crate::quarantine::Quarantine::watch(quarantine);
     }
 }

@@ -7,6 +7,7 @@
 //! allowlist, limiter, verifier and handler in its layers, so no stage looks a source up per request.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -34,6 +35,7 @@ use crate::ingress::shed::{ShedLayer, ShedService};
 use crate::peer::REQUEST_ID_HEADER;
 use crate::request_id::{MakeId, SaneId, SaneIdLayer};
 use crate::respond::{RespondLayer, RespondService};
+use crate::verify::Keep;
 use crate::verify::handshake::{HandshakeLayer, HandshakeService};
 use crate::verify::layer::{EventIdLayer, EventIdService, VerifyLayer, VerifyService};
 
@@ -113,6 +115,12 @@ pub fn build(gateway: &Gateway) -> GatewayService {
 
 /// One source's stack, in request order.
 pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
+    source_stack_at(gateway, source, gateway.backends.clock)
+}
+
+/// [`source_stack`], dating signed timestamps by `clock` (a quarantined request's replay is judged as of
+/// the moment it was received).
+pub fn source_stack_at(gateway: &Gateway, source: &Source, clock: crate::verify::layer::Clock) -> SourceService {
     // Shadow mode: what a check would refuse goes around the later stages to the handler, with its verdict.
     let bypass = source.shadow.then(|| {
         BoxCloneSyncService::new(ForwardService::<Accepted, Rejection>::new(
@@ -120,6 +128,7 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
             source.name.clone(),
         ))
     });
+    let keep = source.quarantine.clone().map(|q| q as Arc<dyn Keep>);
     ServiceBuilder::new()
         // Past the in-flight cap, answer 503 at once rather than queue without bound.
         .layer(ShedLayer::new(
@@ -129,7 +138,8 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         ))
         // Before the body is read: a refused client costs no memory and no HMAC. The allowlist comes
         // before the rate limit, so that denied addresses cannot use up the allowed ones' quota.
-        .layer(AllowlistLayer::new(source.allowlist.clone()).shadow(source.shadow))
+        // A shadow or quarantining source reads a denied client's body, past the rate and body limits.
+        .layer(AllowlistLayer::new(source.allowlist.clone()).defer(source.shadow || source.quarantine.is_some()))
         .layer(RateLimitLayer::new(source.limiter.clone()))
         // A declared length over the limit (or the process's body budget) is refused before reading; the
         // rest is capped and accounted while it streams, must keep a minimum rate, and must arrive whole
@@ -138,13 +148,18 @@ pub fn source_stack(gateway: &Gateway, source: &Source) -> SourceService {
         .layer(RequestBodyDeadlineLayer::new(gateway.body_read_timeout))
         // Verification before any store lookup: an unauthenticated request can neither claim nor probe an id.
         .layer(
-            VerifyLayer::new(source.name.clone(), source.verifier.clone(), gateway.backends.clock)
+            VerifyLayer::new(source.name.clone(), source.verifier.clone(), clock)
                 .with_public_url(source.public_url.as_deref())
-                .shadow(bypass.clone()),
+                .shadow(bypass.clone())
+                .quarantine(keep.clone()),
         )
         // A provider's handshake is answered here: it has no event id, and is never forwarded.
         .layer(HandshakeLayer::new(source.scheme, source.verifier.clone()))
-        .layer(EventIdLayer::new(source.event_id.clone()).shadow(source.name.clone(), bypass))
+        .layer(
+            EventIdLayer::new(source.event_id.clone())
+                .shadow(source.name.clone(), bypass)
+                .quarantine(keep),
+        )
         .layer(DedupLayer::new(gateway.backends.dedup.clone(), source.name.clone()))
         .service(ForwardService::new(source.handler.clone(), source.name.clone()).shadow(source.shadow))
 }

@@ -24,8 +24,8 @@ pub use self::rate_limit::{RateLimitConfig, SourceRateLimit};
 pub use self::secrets::{Secret, SecretRef};
 pub use self::server::{ServerConfig, TlsConfig, TlsVersion};
 pub use self::source::{
-    AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, KeyKind, PublicUrl, SchemeDoc, SchemeKind, SignatureEncoding,
-    SourceConfig, SourceMode, Template,
+    AllowIp, EventIdSpec, HmacAlgorithm, HmacConfig, KeyKind, PublicUrl, QuarantineHeaders, SchemeDoc, SchemeKind,
+    SignatureEncoding, SourceConfig, SourceMode, Template,
 };
 
 /// The embedded default config, the same text as `config/hookgate.toml`.
@@ -78,9 +78,41 @@ pub struct Config {
     /// Where event ids are remembered, and the Redis server of the dedup store and the queue.
     #[serde(default)]
     pub dedup: DedupConfig,
+    /// Bounds of the quarantine streams of the sources with `quarantine = true`.
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
     /// The webhook sources, one `[[source]]` table each.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+}
+
+/// `[quarantine]`: how much of the refused traffic is kept, per source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// Most requests kept per source; the oldest go first. Default 10 000.
+    #[serde(default = "default_quarantine_entries")]
+    pub max_entries: u64,
+    /// Requests older than this are dropped. Default `7d`.
+    #[serde(default = "default_quarantine_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+fn default_quarantine_entries() -> u64 {
+    10_000
+}
+
+fn default_quarantine_age() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            max_entries: default_quarantine_entries(),
+            max_age: default_quarantine_age(),
+        }
+    }
 }
 
 /// How the embedded default is named where a path is expected.
@@ -198,9 +230,21 @@ impl Config {
                 "no [[source]] is configured: hookgate would refuse every request".into(),
             ));
         }
+        if self.quarantine.max_entries == 0 || self.quarantine.max_age.is_zero() {
+            return Err((
+                "quarantine".into(),
+                "max_entries and max_age must be more than zero".into(),
+            ));
+        }
         for (i, source) in self.sources.iter().enumerate() {
             let key = |field: &str| format!("source[{i}] ({:?}).{field}", source.name);
             source.validate().map_err(|(field, msg)| (key(field), msg))?;
+            if source.quarantine && self.dedup.redis_url.urls().iter().all(|u| u.is_empty()) {
+                return Err((
+                    key("quarantine"),
+                    "needs Redis: set dedup.redis_url (the quarantine is a Redis stream)".into(),
+                ));
+            }
             for entry in &source.allow_ips {
                 if let AllowIp::List(list) = entry {
                     list.check_fresh(self.client_ip.ip_ranges_max_age, now)

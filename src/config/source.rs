@@ -432,8 +432,27 @@ pub struct SourceConfig {
     /// putting hookgate in front of a live application and watching before enforcing.
     #[serde(default)]
     pub mode: SourceMode,
+    /// Keep requests refused as `bad_signature`, `ip_denied` or `bad_request` (after the rate limit and the
+    /// body limit) in a bounded Redis stream, for `hookgate quarantine list|replay`. Needs Redis.
+    #[serde(default)]
+    pub quarantine: bool,
+    /// What of a quarantined request's headers is kept: `all` (default; a replay can verify it again) or
+    /// `redacted` (signature and credential headers blanked: for inspection only, a replay cannot verify).
+    #[serde(default)]
+    pub quarantine_headers: QuarantineHeaders,
     /// Where accepted events go.
     pub forward: ForwardConfig,
+}
+
+/// `quarantine_headers`: what of a quarantined request's headers is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuarantineHeaders {
+    /// Every header, signatures included: the operator's own data, in the operator's own Redis.
+    #[default]
+    All,
+    /// Signature and credential headers replaced by `[redacted]`.
+    Redacted,
 }
 
 /// `mode`: whether a source's checks refuse, or only report.

@@ -76,10 +76,7 @@ impl Allowlist {
     }
 }
 
-/// The refusal of this stage: the client is not in the source's allowlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("client IP is not in the source's allowlist")]
-pub struct IpDenied;
+pub use crate::peer::IpDenied;
 
 /// Builds [`AllowlistService`] around one source's list.
 #[derive(Debug, Clone)]
@@ -94,9 +91,10 @@ impl AllowlistLayer {
         AllowlistLayer { list, shadow: false }
     }
 
-    /// For a shadow source: a client outside the list goes on, marked with a [`ShadowRefusal`].
-    pub fn shadow(mut self, shadow: bool) -> Self {
-        self.shadow = shadow;
+    /// For a shadow or quarantining source: a client outside the list goes on, marked with a
+    /// [`ShadowRefusal`], for the verify stage to forward or keep (after the rate limit and the body limit).
+    pub fn defer(mut self, defer: bool) -> Self {
+        self.shadow = defer;
         self
     }
 }

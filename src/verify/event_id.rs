@@ -135,29 +135,37 @@ impl Locator {
 
     /// Reads the id of a verified event.
     pub fn extract(&self, event: &Verified) -> Result<EventId, EventIdError> {
+        self.read(event.headers(), event.body())
+    }
+
+    /// The id a request would have, verified or not: for showing a quarantined request, never for dedup.
+    pub fn peek(&self, headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
+        self.read(headers, body).ok().map(|id| id.0)
+    }
+
+    fn read(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<EventId, EventIdError> {
         match self {
             Locator::Header(name, alias) => {
-                let value = event
-                    .headers()
+                let value = headers
                     .get(name)
-                    .or_else(|| alias.as_ref().and_then(|a| event.headers().get(a)))
+                    .or_else(|| alias.as_ref().and_then(|a| headers.get(a)))
                     .ok_or_else(|| EventIdError::Missing(format!("header {name}")))?;
                 let text = value.to_str().map_err(|_| EventIdError::Invalid)?;
                 EventId::new(text.trim().to_owned())
             }
             Locator::Json(pointer, segments) => {
-                let found = find_in_json(event.body(), segments)
-                    .map_err(|()| EventIdError::BodyNotJson(format!("json:{pointer}")))?;
+                let found =
+                    find_in_json(body, segments).map_err(|()| EventIdError::BodyNotJson(format!("json:{pointer}")))?;
                 EventId::new(found.ok_or_else(|| EventIdError::Missing(format!("json:{pointer}")))?)
             }
             Locator::Form(field) => {
                 // The first occurrence of the field, percent-decoded; the body itself is forwarded as it came.
-                let found = form_urlencoded::parse(event.body())
+                let found = form_urlencoded::parse(body)
                     .find(|(name, _)| name == field)
                     .map(|(_, value)| value.into_owned());
                 EventId::new(found.ok_or_else(|| EventIdError::Missing(format!("form:{field}")))?)
             }
-            Locator::BodyHash => Ok(EventId::body_hash(event.body())),
+            Locator::BodyHash => Ok(EventId::body_hash(body)),
         }
     }
 }

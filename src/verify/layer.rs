@@ -18,9 +18,9 @@ use tower::{Layer, Service};
 use tower::util::BoxCloneSyncService;
 
 use super::event_id::{Event, EventIdError, Locator};
-use super::{Target, Unverified, Verified, Verifier, VerifyError};
+use super::{Keep, Target, Unverified, Verified, Verifier, VerifyError};
 use crate::body::{self, BodyError};
-use crate::peer::ShadowRefusal;
+use crate::peer::{IpDenied, ShadowRefusal};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,6 +38,7 @@ pub struct VerifyLayer<R, E> {
     clock: Clock,
     urls: Option<Arc<UrlRebuilder>>,
     bypass: Option<Bypass<R, E>>,
+    keep: Option<Arc<dyn Keep>>,
 }
 
 impl<R, E> Clone for VerifyLayer<R, E> {
@@ -48,6 +49,7 @@ impl<R, E> Clone for VerifyLayer<R, E> {
             clock: self.clock,
             urls: self.urls.clone(),
             bypass: self.bypass.clone(),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -72,7 +74,15 @@ impl<R, E> VerifyLayer<R, E> {
             clock,
             urls,
             bypass: None,
+            keep: None,
         }
+    }
+
+    /// For a quarantining source: a request refused here, or marked by an earlier stage with a
+    /// [`ShadowRefusal`], is handed to `keep`, then refused as usual.
+    pub fn quarantine(mut self, keep: Option<Arc<dyn Keep>>) -> Self {
+        self.keep = keep;
+        self
     }
 
     /// For a shadow source: a request that fails verification, or that an earlier stage marked with a
@@ -105,6 +115,7 @@ where
             clock: self.clock,
             urls: self.urls.clone(),
             bypass: self.bypass.clone(),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -203,6 +214,7 @@ pub struct VerifyService<S: Service<Verified>> {
     clock: Clock,
     urls: Option<Arc<UrlRebuilder>>,
     bypass: Option<Bypass<S::Response, S::Error>>,
+    keep: Option<Arc<dyn Keep>>,
 }
 
 impl<S: Service<Verified> + Clone> Clone for VerifyService<S> {
@@ -214,6 +226,7 @@ impl<S: Service<Verified> + Clone> Clone for VerifyService<S> {
             clock: self.clock,
             urls: self.urls.clone(),
             bypass: self.bypass.clone(),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -231,7 +244,7 @@ impl<S, B> Service<Request<B>> for VerifyService<S>
 where
     S: Service<Verified> + Clone + Send + 'static,
     S::Future: Send,
-    S::Error: From<BodyError> + From<VerifyError>,
+    S::Error: From<BodyError> + From<VerifyError> + From<IpDenied>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -252,6 +265,7 @@ where
         let urls = self.urls.clone();
         let source = self.source.clone();
         let bypass = self.bypass.clone();
+        let keep = self.keep.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = body::collect(body).await?;
@@ -261,18 +275,28 @@ where
             if let (Err(VerifyError::Mismatch), Some(urls), Some(target)) = (&result, &urls, &target) {
                 urls.log_mismatch(target);
             }
-            if let Some(mut bypass) = bypass {
-                // Shadow mode: the first refusal, in request order, is the verdict; the request goes on.
-                let refusal = match (refused_before, &result) {
-                    (Some(refused), _) => Some((refused.verdict, "none")),
-                    (None, Err(error)) => Some(("bad_signature", error.reason())),
-                    (None, Ok(_)) => None,
-                };
-                if let Some((verdict, reason)) = refusal {
+            // The first refusal, in request order, is the verdict.
+            let refusal = match (refused_before, &result) {
+                (Some(refused), _) => Some((refused.verdict, "none")),
+                (None, Err(error)) => Some(("bad_signature", error.reason())),
+                (None, Ok(_)) => None,
+            };
+            if let Some((verdict, reason)) = refusal {
+                if let Some(mut bypass) = bypass {
+                    // Shadow mode: the request goes on, around the later stages, with its verdict.
                     let unverified = Unverified::new(parts.headers, body, parts.extensions, verdict, reason);
                     std::future::poll_fn(|cx| bypass.poll_ready(cx)).await?;
                     return bypass.call(unverified).await;
                 }
+                if let Some(keep) = keep {
+                    keep.keep(Unverified::new(parts.headers, body, parts.extensions, verdict, reason))
+                        .await;
+                }
+                // Refused as enforce mode refuses: the earlier stage's refusal first.
+                return match result {
+                    Err(error) if refused_before.is_none() => Err(error.into()),
+                    _ => Err(IpDenied.into()),
+                };
             }
             let mut verified = result?;
             crate::metrics::signature_match(&source, verified.key_index());
@@ -309,6 +333,7 @@ impl Clock {
 pub struct EventIdLayer<R, E> {
     locator: Arc<Locator>,
     shadow: Shadow<R, E>,
+    keep: Option<Arc<dyn Keep>>,
 }
 
 impl<R, E> Clone for EventIdLayer<R, E> {
@@ -316,6 +341,7 @@ impl<R, E> Clone for EventIdLayer<R, E> {
         EventIdLayer {
             locator: self.locator.clone(),
             shadow: self.shadow.clone(),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -332,7 +358,17 @@ impl<R, E> std::fmt::Debug for EventIdLayer<R, E> {
 impl<R, E> EventIdLayer<R, E> {
     /// Reads each event's id where `locator` says.
     pub fn new(locator: Arc<Locator>) -> Self {
-        EventIdLayer { locator, shadow: None }
+        EventIdLayer {
+            locator,
+            shadow: None,
+            keep: None,
+        }
+    }
+
+    /// For a quarantining source: an event without a usable id is handed to `keep`, then refused.
+    pub fn quarantine(mut self, keep: Option<Arc<dyn Keep>>) -> Self {
+        self.keep = keep;
+        self
     }
 
     /// For a shadow source named `source`: an event without a usable id goes to `bypass` as
@@ -353,6 +389,7 @@ where
             inner,
             locator: self.locator.clone(),
             shadow: self.shadow.clone(),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -362,6 +399,7 @@ pub struct EventIdService<S: Service<Event>> {
     inner: S,
     locator: Arc<Locator>,
     shadow: Shadow<S::Response, S::Error>,
+    keep: Option<Arc<dyn Keep>>,
 }
 
 impl<S: Service<Event> + Clone> Clone for EventIdService<S> {
@@ -370,6 +408,7 @@ impl<S: Service<Event> + Clone> Clone for EventIdService<S> {
             inner: self.inner.clone(),
             locator: self.locator.clone(),
             shadow: self.shadow.clone(),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -415,7 +454,16 @@ where
                     bypass.call(unverified).await
                 })))
             }
-            (Err(error), None) => Either::Left(Either::Left(ready(Err(error.into())))),
+            (Err(error), None) => match self.keep.clone() {
+                Some(keep) => {
+                    let kept = Unverified::from_verified(verified, error.reason());
+                    Either::Left(Either::Right(Box::pin(async move {
+                        keep.keep(kept).await;
+                        Err(error.into())
+                    })))
+                }
+                None => Either::Left(Either::Left(ready(Err(error.into())))),
+            },
         }
     }
 }

@@ -288,6 +288,13 @@ impl Unverified {
     }
 }
 
+/// Where a source's refused requests are kept (its quarantine), if it keeps them. The refusal stands; the
+/// request is kept beside it.
+pub trait Keep: Send + Sync + std::fmt::Debug {
+    /// Keeps `request`; a failure to keep is the keeper's to log, never the sender's answer.
+    fn keep(self: std::sync::Arc<Self>, request: Unverified) -> futures_util::future::BoxFuture<'static, ()>;
+}
+
 /// A keyed HMAC, ready to take data. Keys are set up once at load, not per request.
 #[derive(Clone)]
 pub(crate) enum MacKey {

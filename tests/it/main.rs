@@ -63,6 +63,7 @@ mod limits;
 mod loadgen;
 mod operations;
 mod providers;
+mod quarantine;
 mod queue;
 mod schemes;
 mod shadow;
