@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use hookgate::config;
 use hookgate::cores::Cores;
 use hookgate::forward::queue::{Queue, Replay};
@@ -79,29 +79,35 @@ enum Command {
     Quarantine(QuarantineCommand),
 }
 
+/// A source, in the config at `config`.
+#[derive(Args)]
+struct SourceArgs {
+    source: String,
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+/// What a replay takes: one entry of a source, or all of them.
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    of: SourceArgs,
+    /// One entry, by its id (a dead letter also by its event id). Safe to run twice: it is replayed once.
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    id: Option<String>,
+    /// Every entry of the source.
+    #[arg(long)]
+    all: bool,
+}
+
 #[derive(Subcommand)]
 enum QuarantineCommand {
     /// List a source's quarantined requests, one JSON object per line: id, time, client IP, verdict and
     /// reason, event id (when one can be read), size.
-    List {
-        source: String,
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
+    List(SourceArgs),
     /// Run quarantined requests through the current config, as of the moment each was received, and forward
-    /// each that now passes (with dedup); each delivered or duplicate is removed from the quarantine, so a
-    /// second run delivers nothing twice.
-    Replay {
-        source: String,
-        /// One quarantined request, by its id.
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
-        id: Option<String>,
-        /// Every quarantined request of the source.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
+    /// each that now passes (with dedup); each delivered or duplicate is removed from the quarantine.
+    Replay(ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,23 +122,9 @@ enum QueueCommand {
 #[derive(Subcommand)]
 enum DeadCommand {
     /// List a source's dead letters, one JSON object per line.
-    List {
-        source: String,
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
+    List(SourceArgs),
     /// Put dead letters back on the queue, with their attempts reset.
-    Replay {
-        source: String,
-        /// One dead letter, by its entry id or its event id. Safe to run twice: it is replayed once.
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
-        id: Option<String>,
-        /// Every dead letter of the source.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
+    Replay(ReplayArgs),
 }
 
 const DEFAULT_CONFIG: &str = "config/hookgate.toml";
@@ -157,23 +149,15 @@ fn main() -> ExitCode {
         Command::Probe { url, timeout } => probe(&url, timeout),
         Command::Loadgen(args) => loadgen(args),
         Command::Queue(QueueCommand::Stats { config }) => queue_stats(&config),
-        Command::Dead(DeadCommand::List { source, config }) => dead_list(&config, &source),
-        Command::Dead(DeadCommand::Replay {
-            source,
-            id,
-            all: _,
-            config,
-        }) => {
-            let which = id.map_or(Replay::All, Replay::One);
-            dead_replay(&config, &source, &which)
+        Command::Dead(DeadCommand::List(of)) => dead_list(&of.config, &of.source),
+        Command::Dead(DeadCommand::Replay(args)) => {
+            let which = args.id.map_or(Replay::All, Replay::One);
+            dead_replay(&args.of.config, &args.of.source, &which)
         }
-        Command::Quarantine(QuarantineCommand::List { source, config }) => quarantine_list(&config, &source),
-        Command::Quarantine(QuarantineCommand::Replay {
-            source,
-            id,
-            all: _,
-            config,
-        }) => quarantine_replay(&config, &source, id.as_deref()),
+        Command::Quarantine(QuarantineCommand::List(of)) => quarantine_list(&of.config, &of.source),
+        Command::Quarantine(QuarantineCommand::Replay(args)) => {
+            quarantine_replay(&args.of.config, &args.of.source, args.id.as_deref())
+        }
         Command::Echo(args) => runtime().and_then(|rt| rt.block_on(cli::echo::run(args, shutdown_signal()))),
     };
     match result {
