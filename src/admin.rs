@@ -1,6 +1,6 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and `/readyz`
-//! (listeners bound, config loaded, not draining, and the dedup store answers). It is never served on the
-//! public port.
+//! The admin listener: `/` (the console, an HTML page), `/metrics` (Prometheus text), `/healthz` (the
+//! process is alive), `/readyz` (listeners bound, config loaded, not draining, and the dedup store answers)
+//! and `/admin/queues`. It is never served on the public port.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,8 +15,10 @@ use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::OnStoreError;
+use crate::console::{History, Page, QuarantineView, QueueView};
 use crate::dedup::DedupStore;
 use crate::forward::queue::Queue;
+use crate::quarantine::Quarantine;
 
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
@@ -95,6 +97,29 @@ pub struct Admin {
     pub store: Arc<StoreHealth>,
     /// The queues of the config now serving.
     pub queues: Arc<ArcSwap<Vec<Arc<Queue>>>>,
+    /// The sources and quarantines of the config now serving, for the console.
+    pub console: Arc<ArcSwap<ConsoleSources>>,
+    /// The request counts of the last hour, for the console.
+    pub history: Arc<History>,
+}
+
+/// What the console shows of the config now serving.
+#[derive(Debug, Default)]
+pub struct ConsoleSources {
+    /// Source names, in config order.
+    pub names: Vec<String>,
+    /// The quarantines of the sources that keep one.
+    pub quarantines: Vec<Arc<Quarantine>>,
+}
+
+impl ConsoleSources {
+    /// The sources of `gateway`.
+    pub fn of(gateway: &crate::gateway::Gateway) -> Self {
+        ConsoleSources {
+            names: gateway.sources.iter().map(|s| s.name.to_string()).collect(),
+            quarantines: gateway.sources.iter().filter_map(|s| s.quarantine.clone()).collect(),
+        }
+    }
 }
 
 impl Admin {
@@ -110,6 +135,30 @@ impl Admin {
             all.insert(queue.source().to_owned(), value);
         }
         Bytes::from(serde_json::Value::Object(all).to_string())
+    }
+
+    /// The console page: the figures of `/metrics`, the queues' dead letters and the quarantines.
+    async fn console(&self) -> Bytes {
+        let sources = self.console.load_full();
+        let mut page = Page {
+            sources: sources.names.clone(),
+            ..Page::default()
+        };
+        for queue in self.queues.load().iter() {
+            let depth = queue.stats().await.map_or(0, |s| s.depth);
+            let view = QueueView {
+                depth,
+                dead: queue.dead_letters().await,
+            };
+            page.queues.insert(queue.source().to_owned(), view);
+        }
+        for quarantine in &sources.quarantines {
+            let view = QuarantineView {
+                entries: quarantine.list().await,
+            };
+            page.quarantines.insert(quarantine.source().to_owned(), view);
+        }
+        Bytes::from(page.render(&self.metrics.render(), &self.history, Instant::now()))
     }
 
     /// Ready when serving, not draining, and the dedup store answers (a Redis `PING`).
@@ -139,6 +188,7 @@ impl Admin {
                 ),
             },
             "/admin/queues" => (StatusCode::OK, "application/json", self.queue_stats().await),
+            "/" => (StatusCode::OK, "text/html; charset=utf-8", self.console().await),
             _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
         };
         let mut response = Response::new(Full::new(body));

@@ -52,6 +52,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod console;
 pub mod cores;
 pub mod dedup;
 pub mod error;

@@ -24,10 +24,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::admin::{Admin, Health};
+use crate::admin::{Admin, ConsoleSources, Health};
 use crate::config::{self, Config, ConfigError};
 use crate::cores::Cores;
-use crate::forward::queue::{self, Queue, Workers};
+use crate::forward::queue::{self, Workers};
 use crate::gateway::{Backends, Gateway};
 use crate::ingress::connections::{ConnectionLimit, ConnectionSlot};
 use crate::peer::PeerAddr;
@@ -120,6 +120,7 @@ pub async fn run_with_clock(
     });
     let health = Arc::new(Health::default());
     let queues = Arc::new(ArcSwap::from_pointee(gateway.queues.clone()));
+    let console = Arc::new(ArcSwap::from_pointee(ConsoleSources::of(&gateway)));
     let metrics = crate::metrics::install();
     let upkeep = tokio::spawn(crate::metrics::upkeep(metrics.clone()));
     let admin = Admin {
@@ -128,6 +129,8 @@ pub async fn run_with_clock(
         dedup: dedup.clone(),
         store: Arc::new(crate::admin::StoreHealth::new(config.dedup.unready_after)),
         queues: queues.clone(),
+        console: console.clone(),
+        history: Arc::default(),
     };
     let consumer = queue::consumer_name();
     let mut workers = Workers::start(&gateway.queues, &consumer);
@@ -170,11 +173,12 @@ pub async fn run_with_clock(
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = reload.recv() => {
-                if let Some(new_queues) = reload_config(&config, config_path, &backends, &live) {
+                if let Some(gateway) = reload_config(&config, config_path, &backends, &live) {
                     // The old workers finish their deliveries in the background; the new ones start now.
-                    let old = std::mem::replace(&mut workers, Workers::start(&new_queues, &consumer));
+                    let old = std::mem::replace(&mut workers, Workers::start(&gateway.queues, &consumer));
                     tokio::spawn(old.stop(settings.grace));
-                    queues.store(Arc::new(new_queues));
+                    console.store(Arc::new(ConsoleSources::of(&gateway)));
+                    queues.store(Arc::new(gateway.queues));
                 }
             }
         }
@@ -205,8 +209,8 @@ pub async fn run_with_clock(
 
 /// Reads, checks and builds the config again, then swaps it in; on any error the running config stays.
 /// `[server]` and `[dedup]` hold listeners and connections: changes there need a restart, and say so.
-/// Returns the new config's queues, whose workers the caller starts.
-fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live) -> Option<Vec<Arc<Queue>>> {
+/// Returns the new gateway, whose queues' workers the caller starts.
+fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live) -> Option<Gateway> {
     let built = config::load_or_embedded(path).and_then(|new| {
         let gateway = Gateway::build(&new, backends, path)?;
         let tls = match (&new.server.tls, &live.tls) {
@@ -231,7 +235,7 @@ fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live
             }
             crate::metrics::config_reload("ok");
             tracing::info!(sources = new.sources.len(), "config reloaded");
-            Some(gateway.queues)
+            Some(gateway)
         }
         Err(error) => {
             crate::metrics::config_reload("error");

@@ -158,3 +158,75 @@ async fn a_refused_request_is_quarantined_and_after_the_fix_replayed_exactly_onc
     assert!(reloaded, "the retry after the reload is a duplicate");
     assert_eq!(downstream.received().len(), 1);
 }
+
+/// The console at `/` on the admin port: the figures `/metrics` counts, per source, and the quarantined
+/// request with its reason; read with no JavaScript, as plain HTML.
+#[tokio::test]
+async fn the_console_shows_what_metrics_count_and_what_is_quarantined() {
+    let redis = RedisServer::start();
+    let downstream = FakeDownstream::start().await;
+    let text = config_text(&redis.url(), &downstream.url(""), "console-secret-000001")
+        .replace("\"qgh\"", "\"consolegh\"")
+        .replace("\"qip\"", "\"consoleip\"");
+    let config: Config = config::parse(&text, std::path::Path::new("console.toml")).expect("valid");
+    let gateway = TestGateway::start(config.clone()).await;
+    let sender = Sender::default();
+    for id in ["c1", "c2", "c3"] {
+        let body = event_body(id);
+        sender
+            .post(&gateway.url("/gh"), sign(&config, "consolegh", &body, id), body)
+            .await
+            .assert(200, "forwarded");
+    }
+    let body = event_body("c1");
+    sender
+        .post(
+            &gateway.url("/gh"),
+            sign(&config, "consolegh", &body, "c1"),
+            body.clone(),
+        )
+        .await
+        .assert(200, "duplicate");
+    let mut wrong = sign(&config, "consolegh", &body, "c4");
+    wrong.insert("x-hub-signature-256", http::HeaderValue::from_static("sha256=00"));
+    sender
+        .post(&gateway.url("/gh"), wrong, body)
+        .await
+        .assert(401, "bad_signature");
+
+    let reply = sender
+        .send("GET", &gateway.admin_url("/"), http::HeaderMap::new(), "")
+        .await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(
+        reply.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/html; charset=utf-8")
+    );
+    let html = String::from_utf8_lossy(&reply.body).into_owned();
+    let page = scrape(&gateway.admin_url("/metrics")).await;
+    let counted = |series: &str| metric(&page, series);
+    for (outcome, series) in [
+        (
+            "forwarded",
+            r#"hookgate_requests_total{source="consolegh",outcome="forwarded"}"#,
+        ),
+        (
+            "duplicate",
+            r#"hookgate_requests_total{source="consolegh",outcome="duplicate"}"#,
+        ),
+        (
+            "bad_signature",
+            r#"hookgate_requests_total{source="consolegh",outcome="bad_signature"}"#,
+        ),
+    ] {
+        let shown = format!("data-requests=\"{outcome}\">{}<", counted(series));
+        assert!(html.contains(&shown), "{shown} not in the page: {html}");
+    }
+    assert!(html.contains("data-refusals=\"bad_signature:mismatch\">1<"), "{html}");
+    assert!(html.contains("25.0 %"), "one duplicate in four claims: {html}");
+    assert!(
+        html.contains("<td>bad_signature</td><td>mismatch</td>"),
+        "the quarantined request and its reason: {html}"
+    );
+    assert!(!html.contains("<script"), "readable without JavaScript");
+}
