@@ -14,11 +14,11 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::config::OnStoreError;
+use crate::config::{OnStoreError, Secret};
 use crate::console::{History, Page, QuarantineView, QueueView};
 use crate::dedup::DedupStore;
-use crate::forward::queue::Queue;
-use crate::quarantine::Quarantine;
+use crate::forward::queue::{Queue, Replay};
+use crate::gateway::Gateway;
 
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
@@ -97,27 +97,33 @@ pub struct Admin {
     pub store: Arc<StoreHealth>,
     /// The queues of the config now serving.
     pub queues: Arc<ArcSwap<Vec<Arc<Queue>>>>,
-    /// The sources and quarantines of the config now serving, for the console.
-    pub console: Arc<ArcSwap<ConsoleSources>>,
+    /// The gateway now serving, for the console (its sources, quarantines and replays).
+    pub serving: Arc<ArcSwap<Gateway>>,
+    /// What the console may do.
+    pub access: Arc<ConsoleAccess>,
     /// The request counts of the last hour, for the console.
     pub history: Arc<History>,
 }
 
-/// What the console shows of the config now serving.
-#[derive(Debug, Default)]
-pub struct ConsoleSources {
-    /// Source names, in config order.
-    pub names: Vec<String>,
-    /// The quarantines of the sources that keep one.
-    pub quarantines: Vec<Arc<Quarantine>>,
+/// What the console may do, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ConsoleAccess {
+    /// `admin.allow_actions`: the replay buttons work.
+    pub allow_actions: bool,
+    /// `admin.token`: required on every path but `/healthz` and `/readyz`.
+    pub token: Option<Secret>,
+    /// The token every action form carries, random per process: another site cannot read it from the
+    /// page, so it cannot make a browser post an action.
+    pub csrf: String,
 }
 
-impl ConsoleSources {
-    /// The sources of `gateway`.
-    pub fn of(gateway: &crate::gateway::Gateway) -> Self {
-        ConsoleSources {
-            names: gateway.sources.iter().map(|s| s.name.to_string()).collect(),
-            quarantines: gateway.sources.iter().filter_map(|s| s.quarantine.clone()).collect(),
+impl ConsoleAccess {
+    /// `allow_actions` and `token`, with a fresh CSRF token.
+    pub fn new(allow_actions: bool, token: Option<Secret>) -> Self {
+        ConsoleAccess {
+            allow_actions,
+            token,
+            csrf: hex::encode(rand::random::<[u8; 16]>()),
         }
     }
 }
@@ -139,9 +145,10 @@ impl Admin {
 
     /// The console page: the figures of `/metrics`, the queues' dead letters and the quarantines.
     async fn console(&self) -> Bytes {
-        let sources = self.console.load_full();
+        let serving = self.serving.load_full();
         let mut page = Page {
-            sources: sources.names.clone(),
+            sources: serving.sources.iter().map(|s| s.name.to_string()).collect(),
+            actions: self.access.allow_actions.then(|| self.access.csrf.clone()),
             ..Page::default()
         };
         for queue in self.queues.load().iter() {
@@ -152,7 +159,7 @@ impl Admin {
             };
             page.queues.insert(queue.source().to_owned(), view);
         }
-        for quarantine in &sources.quarantines {
+        for quarantine in serving.sources.iter().filter_map(|s| s.quarantine.as_ref()) {
             let view = QuarantineView {
                 entries: quarantine.list().await,
             };
@@ -170,16 +177,106 @@ impl Admin {
         self.store.observe(up, accepting, Instant::now())
     }
 
+    /// Whether `req` carries the admin token (as a bearer token or the console's cookie), when one is set.
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.access.token else {
+            return true;
+        };
+        let expected = token.expose().as_bytes();
+        let header = |name| req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let bearer = header(header::AUTHORIZATION).any(|v| {
+            v.strip_prefix("Bearer ")
+                .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), expected))
+        });
+        let cookie = header(header::COOKIE).flat_map(|v| v.split(';')).any(|c| {
+            c.trim()
+                .strip_prefix(TOKEN_COOKIE)
+                .and_then(|rest| rest.strip_prefix('='))
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), expected))
+        });
+        bearer || cookie
+    }
+
+    /// Runs one console action (`POST /actions/…` with a form of `source`, `id` and `csrf`), then sends
+    /// the browser back to the page.
+    async fn act(&self, path: &str, form: &[u8]) -> (StatusCode, &'static str, Bytes) {
+        if !self.access.allow_actions {
+            return refused(StatusCode::FORBIDDEN, "actions are off (admin.allow_actions = false)");
+        }
+        let field = |name: &str| {
+            form_urlencoded::parse(form)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let csrf_ok = field("csrf").is_some_and(|t| constant_time_eq(t.as_bytes(), self.access.csrf.as_bytes()));
+        if !csrf_ok {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "the form's CSRF token is missing or stale; reload the page",
+            );
+        }
+        let (Some(source), Some(id)) = (field("source"), field("id")) else {
+            return refused(StatusCode::BAD_REQUEST, "the form needs source and id");
+        };
+        let done = match path {
+            "/actions/dead/replay" => match self.queues.load().iter().find(|q| q.source() == source) {
+                Some(queue) => queue
+                    .replay(&Replay::One(id))
+                    .await
+                    .map(|n| format!("{n} dead letter(s) replayed")),
+                None => Err(format!("no queue for source `{source}`")),
+            },
+            "/actions/quarantine/replay" => {
+                let serving = self.serving.load_full();
+                match crate::replay::quarantining(&serving, &source) {
+                    Some(found) => crate::replay::quarantined(&serving, found, Some(&id)).await.map(|r| {
+                        r.iter()
+                            .map(|r| format!("{}: {}", r.id, r.result))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }),
+                    None => Err(format!("no quarantine for source `{source}`")),
+                }
+            }
+            _ => return refused(StatusCode::NOT_FOUND, "no such action"),
+        };
+        match done {
+            Ok(summary) => {
+                tracing::info!(%source, action = path, %summary, "console action");
+                (StatusCode::SEE_OTHER, "text/plain", Bytes::from(summary))
+            }
+            Err(error) => refused(StatusCode::CONFLICT, &error),
+        }
+    }
+
     /// Answers one admin request; unknown paths get 404.
-    pub async fn handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
-        let (status, content_type, body) = match req.uri().path() {
-            "/metrics" => (
+    pub async fn handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_owned();
+        let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/login");
+        if !open && !self.authorized(&req) {
+            let (status, content_type, body) = if path == "/" {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "text/html; charset=utf-8",
+                    Bytes::from_static(LOGIN_PAGE.as_bytes()),
+                )
+            } else {
+                refused(StatusCode::UNAUTHORIZED, "the admin token is required")
+            };
+            return Ok(answer(status, content_type, body));
+        }
+        let (status, content_type, body) = match (req.method() == http::Method::POST, path.as_str()) {
+            (false, "/metrics") => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 Bytes::from(self.metrics.render()),
             ),
-            "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-            "/readyz" => match self.readiness().await {
+            (false, "/healthz") => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            (false, "/readyz") => match self.readiness().await {
                 Ok(()) => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
                 Err(reason) => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -187,17 +284,92 @@ impl Admin {
                     Bytes::from(format!("not ready: {reason}\n")),
                 ),
             },
-            "/admin/queues" => (StatusCode::OK, "application/json", self.queue_stats().await),
-            "/" => (StatusCode::OK, "text/html; charset=utf-8", self.console().await),
+            (false, "/admin/queues") => (StatusCode::OK, "application/json", self.queue_stats().await),
+            (false, "/") => (StatusCode::OK, "text/html; charset=utf-8", self.console().await),
+            (true, "/login") => {
+                let form = read_form(req).await;
+                let token = form_urlencoded::parse(&form)
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                let valid = self
+                    .access
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| constant_time_eq(token.as_bytes(), t.expose().as_bytes()));
+                if !valid {
+                    return Ok(answer(
+                        StatusCode::UNAUTHORIZED,
+                        "text/html; charset=utf-8",
+                        Bytes::from_static(LOGIN_PAGE.as_bytes()),
+                    ));
+                }
+                let mut response = answer(StatusCode::SEE_OTHER, "text/plain", Bytes::new());
+                response
+                    .headers_mut()
+                    .insert(header::LOCATION, header::HeaderValue::from_static("/"));
+                if let Ok(cookie) =
+                    header::HeaderValue::from_str(&format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"))
+                {
+                    response.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                return Ok(response);
+            }
+            (true, action) if action.starts_with("/actions/") => {
+                let form = read_form(req).await;
+                self.act(action, &form).await
+            }
             _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
         };
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        let mut response = answer(status, content_type, body);
+        if status == StatusCode::SEE_OTHER {
+            response
+                .headers_mut()
+                .insert(header::LOCATION, header::HeaderValue::from_static("/"));
+        }
         Ok(response)
     }
+}
+
+/// The cookie `/login` sets, holding the admin token.
+const TOKEN_COOKIE: &str = "hookgate_admin";
+
+const LOGIN_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>hookgate console</title>\
+    </head><body><h1>hookgate console</h1><form method=\"post\" action=\"/login\"><label>Admin token \
+    <input type=\"password\" name=\"token\" autocomplete=\"current-password\"></label> \
+    <button type=\"submit\">Sign in</button></form></body></html>\n";
+
+fn answer(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+fn refused(status: StatusCode, message: &str) -> (StatusCode, &'static str, Bytes) {
+    (status, "text/plain", Bytes::from(format!("{message}\n")))
+}
+
+/// A form body of at most 4 KiB (empty if longer, or unreadable).
+async fn read_form<B>(req: Request<B>) -> Bytes
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    http_body_util::Limited::new(req.into_body(), 4096)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -137,6 +137,28 @@ pub struct Page {
     pub queues: BTreeMap<String, QueueView>,
     /// The quarantines, by source.
     pub quarantines: BTreeMap<String, QuarantineView>,
+    /// With `admin.allow_actions`: the CSRF token the replay forms carry. Without, the buttons are shown
+    /// disabled.
+    pub actions: Option<String>,
+}
+
+/// A replay button: a POST form with the source, the entry's id and the CSRF token; disabled when actions
+/// are off.
+fn replay_button(html: &mut String, action: &str, source: &str, id: &str, csrf: Option<&str>) {
+    let disabled = if csrf.is_some() {
+        ""
+    } else {
+        " disabled title=\"admin.allow_actions is off\""
+    };
+    let _ = write!(
+        html,
+        "<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"source\" value=\"{}\">\
+         <input type=\"hidden\" name=\"id\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\" class=\"replay\"{disabled}>Replay</button></form>",
+        esc(source),
+        esc(id),
+        esc(csrf.unwrap_or(""))
+    );
 }
 
 /// Escapes text for HTML.
@@ -211,11 +233,12 @@ impl Page {
                 n(duplicate),
                 n(claimed)
             );
+            let csrf = self.actions.as_deref();
             if let Some(queue) = self.queues.get(source) {
-                dead_letters(&mut html, queue);
+                dead_letters(&mut html, source, queue, csrf);
             }
             if let Some(quarantine) = self.quarantines.get(source) {
-                quarantined(&mut html, quarantine);
+                quarantined(&mut html, source, quarantine, csrf);
             }
             html.push_str("</section>");
         }
@@ -245,7 +268,7 @@ fn table(html: &mut String, class: &str, what: &str, column: &str, rows: &[(Stri
     html.push_str("</table>");
 }
 
-fn dead_letters(html: &mut String, queue: &QueueView) {
+fn dead_letters(html: &mut String, source: &str, queue: &QueueView, csrf: Option<&str>) {
     let _ = write!(
         html,
         "<p>Queue depth: <span class=\"queue-depth\">{}</span></p>",
@@ -261,11 +284,13 @@ fn dead_letters(html: &mut String, queue: &QueueView) {
         }
         Ok(letters) if letters.is_empty() => html.push_str("<p class=\"dead muted\">No dead letters.</p>"),
         Ok(letters) => {
-            html.push_str("<table class=\"dead\"><tr><th>event id</th><th>attempts</th><th>last error</th></tr>");
+            html.push_str(
+                "<table class=\"dead\"><tr><th>event id</th><th>attempts</th><th>last error</th><th></th></tr>",
+            );
             for letter in letters {
                 let _ = write!(
                     html,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                    "<tr><td class=\"event-id\">{}</td><td class=\"num\">{}</td><td>{}</td><td>",
                     esc(&letter.event_id),
                     letter.attempts,
                     esc(letter.last_error.as_deref().unwrap_or(if letter.unreadable {
@@ -274,13 +299,17 @@ fn dead_letters(html: &mut String, queue: &QueueView) {
                         "-"
                     }))
                 );
+                if !letter.unreadable {
+                    replay_button(html, "/actions/dead/replay", source, &letter.entry_id, csrf);
+                }
+                html.push_str("</td></tr>");
             }
             html.push_str("</table>");
         }
     }
 }
 
-fn quarantined(html: &mut String, quarantine: &QuarantineView) {
+fn quarantined(html: &mut String, source: &str, quarantine: &QuarantineView, csrf: Option<&str>) {
     match &quarantine.entries {
         Err(error) => {
             let _ = write!(
@@ -293,18 +322,20 @@ fn quarantined(html: &mut String, quarantine: &QuarantineView) {
         Ok(entries) => {
             html.push_str(
                 "<table class=\"quarantine\"><tr><th>id</th><th>client</th><th>verdict</th><th>reason</th>\
-                 <th>bytes</th></tr>",
+                 <th>bytes</th><th></th></tr>",
             );
             for entry in entries {
                 let _ = write!(
                     html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>",
                     esc(&entry.id),
                     esc(&entry.client_ip),
                     esc(&entry.verdict),
                     esc(&entry.reason),
                     entry.size()
                 );
+                replay_button(html, "/actions/quarantine/replay", source, &entry.id, csrf);
+                html.push_str("</td></tr>");
             }
             html.push_str("</table>");
         }

@@ -63,6 +63,7 @@ pub mod metrics;
 pub mod peer;
 pub mod quarantine;
 pub mod redis_client;
+pub mod replay;
 pub mod request_id;
 pub mod respond;
 pub mod server;

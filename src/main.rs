@@ -401,63 +401,23 @@ fn quarantine_list(path: &Path, source: &str) -> Result<(), String> {
 }
 
 fn quarantine_replay(path: &Path, source: &str, id: Option<&str>) -> Result<(), String> {
-    use hookgate::error::Accepted;
     runtime()?.block_on(async {
         let (gateway, found) = quarantined(path, source)?;
-        let quarantine = found.quarantine.clone().ok_or("no quarantine")?;
-        // The replay must not quarantine what it refuses again, nor forward it as a shadow source would.
-        let replaying = hookgate::gateway::Source {
-            quarantine: None,
-            shadow: false,
-            ..found.clone()
-        };
-        let entries: Vec<_> = quarantine
-            .list()
-            .await?
-            .into_iter()
-            .filter(|e| id.is_none_or(|id| e.id == id))
-            .collect();
-        if let (Some(id), true) = (id, entries.is_empty()) {
-            return Err(format!("no quarantined request `{id}` in {source}"));
-        }
+        let results = hookgate::replay::quarantined(&gateway, &found, id).await?;
         let (mut delivered, mut kept) = (0, 0);
-        for entry in entries {
-            let Some((headers, body)) = entry.request() else {
-                hookgate::metrics::quarantine_replay(&found.name, "failed");
-                println!("{}: cannot be read back; kept", entry.id);
-                kept += 1;
-                continue;
-            };
-            let received = i64::try_from(entry.received_at_ms / 1000).unwrap_or(i64::MAX);
-            let stack =
-                hookgate::stack::source_stack_at(&gateway, &replaying, hookgate::verify::layer::Clock::Fixed(received));
-            let mut request = http::Request::post(replaying.path.as_str())
-                .body(http_body_util::Full::new(body))
-                .map_err(|e| e.to_string())?;
-            *request.headers_mut() = headers;
-            if let Ok(ip) = entry.client_ip.parse() {
-                request.extensions_mut().insert(hookgate::peer::ClientIp(ip));
-            }
-            let result = tower::ServiceExt::oneshot(stack, request).await;
-            let label = match &result {
-                Ok(Accepted::Duplicate) => "duplicate",
-                Ok(_) => "delivered",
-                Err(rejection) if rejection.outcome().status().is_client_error() => "refused",
-                Err(_) => "failed",
-            };
-            hookgate::metrics::quarantine_replay(&found.name, label);
-            match &result {
-                Ok(_) => {
-                    let removed = quarantine.remove(&entry.id).await?;
-                    println!(
-                        "{}: {label}{}",
-                        entry.id,
-                        if removed { "" } else { " (removed by another replay)" }
-                    );
+        for replayed in &results {
+            match (&replayed.reason, replayed.result) {
+                (_, "delivered" | "duplicate") => {
+                    let note = if replayed.removed {
+                        ""
+                    } else {
+                        " (removed by another replay)"
+                    };
+                    println!("{}: {}{note}", replayed.id, replayed.result);
                     delivered += 1;
                 }
-                Err(rejection) => {
-                    println!("{}: {label} ({}); kept", entry.id, rejection.reason());
+                (reason, result) => {
+                    println!("{}: {result} ({}); kept", replayed.id, reason.as_deref().unwrap_or("-"));
                     kept += 1;
                 }
             }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::admin::{Admin, ConsoleSources, Health};
+use crate::admin::{Admin, ConsoleAccess, Health};
 use crate::config::{self, Config, ConfigError};
 use crate::cores::Cores;
 use crate::forward::queue::{self, Workers};
@@ -120,7 +120,13 @@ pub async fn run_with_clock(
     });
     let health = Arc::new(Health::default());
     let queues = Arc::new(ArcSwap::from_pointee(gateway.queues.clone()));
-    let console = Arc::new(ArcSwap::from_pointee(ConsoleSources::of(&gateway)));
+    let gateway = Arc::new(gateway);
+    let serving = Arc::new(ArcSwap::new(gateway.clone()));
+    let token = match &config.admin.token {
+        Some(token) => Some(token.resolve().map_err(|m| invalid("admin.token", m))?),
+        None => None,
+    };
+    let access = Arc::new(ConsoleAccess::new(config.admin.allow_actions, token));
     let metrics = crate::metrics::install();
     let upkeep = tokio::spawn(crate::metrics::upkeep(metrics.clone()));
     let admin = Admin {
@@ -129,7 +135,8 @@ pub async fn run_with_clock(
         dedup: dedup.clone(),
         store: Arc::new(crate::admin::StoreHealth::new(config.dedup.unready_after)),
         queues: queues.clone(),
-        console: console.clone(),
+        serving: serving.clone(),
+        access,
         history: Arc::default(),
     };
     let consumer = queue::consumer_name();
@@ -177,8 +184,8 @@ pub async fn run_with_clock(
                     // The old workers finish their deliveries in the background; the new ones start now.
                     let old = std::mem::replace(&mut workers, Workers::start(&gateway.queues, &consumer));
                     tokio::spawn(old.stop(settings.grace));
-                    console.store(Arc::new(ConsoleSources::of(&gateway)));
-                    queues.store(Arc::new(gateway.queues));
+                    queues.store(Arc::new(gateway.queues.clone()));
+                    serving.store(Arc::new(gateway));
                 }
             }
         }
@@ -230,8 +237,8 @@ fn reload_config(started: &Config, path: &Path, backends: &Backends, live: &Live
             if let (Some(slot), Some(tls)) = (&live.tls, tls) {
                 slot.store(tls);
             }
-            if new.server != started.server || new.dedup != started.dedup {
-                tracing::warn!("[server] and [dedup] changes take effect at the next restart");
+            if new.server != started.server || new.dedup != started.dedup || !new.admin.same_as(&started.admin) {
+                tracing::warn!("[server], [dedup] and [admin] changes take effect at the next restart");
             }
             crate::metrics::config_reload("ok");
             tracing::info!(sources = new.sources.len(), "config reloaded");

@@ -3,6 +3,7 @@
 //! Every default lives beside its key. This module imports no stage of the request path: the stages read
 //! it, never the other way round.
 
+pub mod admin;
 pub mod client_ip;
 pub mod dedup;
 pub mod forward;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+pub use self::admin::AdminConfig;
 pub use self::client_ip::{ClientIpConfig, ClientIpHeader};
 pub use self::dedup::{DedupConfig, OnStoreError, RedisUrls, StoreKind};
 pub use self::forward::{BackoffConfig, DownstreamUrl, ForwardConfig, QueueConfig};
@@ -78,6 +80,9 @@ pub struct Config {
     /// Where event ids are remembered, and the Redis server of the dedup store and the queue.
     #[serde(default)]
     pub dedup: DedupConfig,
+    /// The admin port's console: whether it may act, and its token.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Bounds of the quarantine streams of the sources with `quarantine = true`.
     #[serde(default)]
     pub quarantine: QuarantineConfig,

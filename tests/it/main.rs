@@ -55,6 +55,7 @@ mod alloc {
 mod attacks;
 mod binary;
 mod config_files;
+mod console;
 mod dedup;
 mod durability;
 mod forwarding;
