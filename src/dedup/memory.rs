@@ -1,5 +1,6 @@
-//! `store = "memory"`: the embedded default, for one process. A sharded map from the exact
-//! `(source, id)` to its state, with a bound on the number of ids. Past the bound the oldest delivered ids
+//! `store = "memory"`: the embedded default, for one process. A sharded map from a 128-bit digest of
+//! `(source, id)` to its state (16 bytes per id whatever the id's length, where the whole key took about
+//! 330 bytes at its peak), with a bound on the number of ids. Past the bound the oldest delivered ids
 //! are forgotten first; an in-flight id never is (a claim that finds only in-flight ids fails, and
 //! `on_store_error` decides). Expired ids are purged in the background, oldest first, at no cost per
 //! request. Time is tokio's, so that tests can run it on a paused clock.
@@ -25,27 +26,66 @@ pub(crate) fn key(source: &str, id: &str) -> Vec<u8> {
     key
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Milliseconds since the store's epoch: an id's end of lease or of TTL.
+type Millis = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
-    InFlight { token: Token, until: Instant },
-    Done { until: Instant },
+    InFlight { token: Token, until: Millis },
+    Done { until: Millis },
 }
 
-/// Keys come from verified events only, so a fast seeded hash is enough: nobody unauthenticated can
-/// choose them.
+/// An [`Entry`] in 16 bytes, as the map holds it: its end, and its claim's token (0 once done: no token is
+/// ever 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    until: Millis,
+    token: u64,
+}
+
+impl From<Entry> for Packed {
+    fn from(entry: Entry) -> Self {
+        match entry {
+            Entry::InFlight { token, until } => Packed { until, token: token.0 },
+            Entry::Done { until } => Packed { until, token: 0 },
+        }
+    }
+}
+
+impl From<Packed> for Entry {
+    fn from(packed: Packed) -> Self {
+        match packed.token {
+            0 => Entry::Done { until: packed.until },
+            token => Entry::InFlight {
+                token: Token(token),
+                until: packed.until,
+            },
+        }
+    }
+}
+
+/// An id's digest: two independently seeded 64-bit hashes of the exact key. Keys come from verified
+/// events only and the seeds are random per process, so nobody can aim for a collision, and by chance one
+/// is about 1 in 10^29 among 10^5 ids.
+type Digest = [u64; 2];
+
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Arc<[u8]>, Entry, foldhash::fast::RandomState>,
+    map: HashMap<Digest, Packed, foldhash::fast::RandomState>,
     /// Done ids in commit order, which is also expiry order since the TTL is the same for all. An item
     /// whose entry has changed since is stale and skipped.
-    done: VecDeque<(Arc<[u8]>, Instant)>,
+    done: VecDeque<(Digest, Millis)>,
 }
 
 impl Shard {
+    fn get(&self, key: &Digest) -> Option<Entry> {
+        self.map.get(key).map(|p| Entry::from(*p))
+    }
+
     /// Removes the oldest done id; false when there is none.
     fn evict_oldest_done(&mut self) -> bool {
         while let Some((key, until)) = self.done.pop_front() {
-            if matches!(self.map.get(&key), Some(Entry::Done { until: u }) if *u == until) {
+            if self.get(&key) == Some(Entry::Done { until }) {
                 self.map.remove(&key);
                 return true;
             }
@@ -53,13 +93,13 @@ impl Shard {
         false
     }
 
-    fn purge(&mut self, now: Instant) {
-        while let Some((key, until)) = self.done.front() {
-            if *until > now {
+    fn purge(&mut self, now: Millis) {
+        while let Some(&(key, until)) = self.done.front() {
+            if until > now {
                 break;
             }
-            if matches!(self.map.get(key), Some(Entry::Done { until: u }) if u == until) {
-                self.map.remove(key);
+            if self.get(&key) == Some(Entry::Done { until }) {
+                self.map.remove(&key);
             }
             self.done.pop_front();
         }
@@ -71,7 +111,9 @@ impl Shard {
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: foldhash::fast::RandomState,
+    hashers: [foldhash::fast::RandomState; 2],
+    /// What [`Millis`] count from.
+    epoch: Instant,
 }
 
 impl MemoryStore {
@@ -88,60 +130,78 @@ impl MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
-            hasher: Default::default(),
+            hashers: Default::default(),
+            epoch: Instant::now(),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
-        let index = self.hasher.hash_one(key) as usize % SHARDS;
+    fn digest(&self, key: &[u8]) -> Digest {
+        let [a, b] = &self.hashers;
+        [a.hash_one(key), b.hash_one(key)]
+    }
+
+    /// `at`, in milliseconds since the epoch.
+    fn millis(&self, at: Instant) -> Millis {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The shard of `digest`, locked.
+    fn shard(&self, digest: Digest) -> std::sync::MutexGuard<'_, Shard> {
+        let index = (digest[0] as usize) % SHARDS;
         // A panic while holding a shard lock cannot leave an entry half-written (every update is one
         // insert or remove), so a poisoned lock is still consistent.
         self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn claim(&self, key: &Arc<[u8]>, token: Token, lease: Duration) -> Result<Found, StoreError> {
-        let now = Instant::now();
+        let now = self.millis(Instant::now());
+        let key = self.digest(key);
         let mut shard = self.shard(key);
-        match shard.map.get(key) {
-            Some(Entry::Done { until }) if *until > now => return Ok(Found::Duplicate),
-            Some(Entry::InFlight { until, .. }) if *until > now => {
-                return Ok(Found::InFlight(Some(*until - now)));
+        match shard.get(&key) {
+            Some(Entry::Done { until }) if until > now => return Ok(Found::Duplicate),
+            Some(Entry::InFlight { until, .. }) if until > now => {
+                return Ok(Found::InFlight(Some(Duration::from_millis(until - now))));
             }
             // Absent, or expired: free to claim.
             _ => {}
         }
-        let until = now + lease;
-        if let Some(entry) = shard.map.get_mut(key) {
-            *entry = Entry::InFlight { token, until };
+        let until = now.saturating_add(crate::redis_client::millis(lease));
+        let entry = Packed::from(Entry::InFlight { token, until });
+        if let Some(slot) = shard.map.get_mut(&key) {
+            *slot = entry;
             return Ok(Found::Claimed);
         }
         if shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
             return Err(StoreError::Full);
         }
-        shard.map.insert(key.clone(), Entry::InFlight { token, until });
+        shard.map.insert(key, entry);
         Ok(Found::Claimed)
     }
 
     /// Marks the id done for `ttl`, whoever holds it now: the event was delivered. `true` when the claim
     /// was still ours.
     pub(crate) fn commit(&self, key: &Arc<[u8]>, token: Token, ttl: Duration) -> bool {
+        let key = self.digest(key);
+        let until = self
+            .millis(Instant::now())
+            .saturating_add(crate::redis_client::millis(ttl));
         let mut shard = self.shard(key);
-        let current = shard.map.get(key).copied();
+        let current = shard.get(&key);
         let ours = matches!(current, Some(Entry::InFlight { token: t, .. }) if t == token);
         // A key that is gone (its lease ran out and it was purged) comes back only within the bound.
         if current.is_none() && shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
             return false;
         }
-        let until = Instant::now() + ttl;
-        shard.map.insert(key.clone(), Entry::Done { until });
-        shard.done.push_back((key.clone(), until));
+        shard.map.insert(key, Packed::from(Entry::Done { until }));
+        shard.done.push_back((key, until));
         ours
     }
 
     pub(crate) fn release(&self, key: &[u8], token: Token) -> bool {
+        let key = self.digest(key);
         let mut shard = self.shard(key);
-        if matches!(shard.map.get(key), Some(Entry::InFlight { token: t, .. }) if *t == token) {
-            shard.map.remove(key);
+        if matches!(shard.get(&key), Some(Entry::InFlight { token: t, .. }) if t == token) {
+            shard.map.remove(&key);
             true
         } else {
             false
@@ -150,7 +210,7 @@ impl MemoryStore {
 
     /// Removes every done id whose TTL has run out.
     pub fn purge(&self) {
-        let now = Instant::now();
+        let now = self.millis(Instant::now());
         for shard in self.shards.iter() {
             shard.lock().unwrap_or_else(PoisonError::into_inner).purge(now);
         }
