@@ -3,6 +3,10 @@
 #
 #   bench/run.sh            # 5 rounds of 5 s per variant, interleaved
 #   bench/run.sh --smoke    # 1 round of 1 s: checks that the suite still runs
+#   bench/run.sh --pinned   # the proxies (nginx, hookgate) on cores of their own, everything else on the
+#                           # others: each proxy's own CPU per request, as where a gateway is deployed.
+#                           # PROXY_CORES=N (default 1) cores 0..N-1 for the proxy, the rest for the
+#                           # client, the downstream and Redis; nginx runs N workers, hookgate N threads
 #   HOOKGATE_BASELINE=/path/to/old/hookgate bench/run.sh
 #                           # also runs an older build as base_mem, base_redis and base_queue, interleaved
 #                           # with the others in the same rounds: a before/after comparison in one run
@@ -22,7 +26,28 @@ cd "$(dirname "$0")/.."
 ROUNDS=5
 DURATION=5s
 CONNECTIONS=64
-if [ "${1:-}" = "--smoke" ]; then ROUNDS=1; DURATION=1s; fi
+SMOKE=""
+PINNED=""
+for arg in "$@"; do
+  case $arg in
+    --smoke) SMOKE=1; ROUNDS=1; DURATION=1s ;;
+    --pinned) PINNED=1 ;;
+    *) echo "bench: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+PIN_PROXY=()
+PIN_REST=()
+WORKERS=auto
+if [ -n "$PINNED" ]; then
+  CORES=$(nproc)
+  PROXY_CORES=${PROXY_CORES:-1}
+  [ "$CORES" -gt "$PROXY_CORES" ] || { echo "bench: --pinned needs more than PROXY_CORES=$PROXY_CORES cores" >&2; exit 1; }
+  command -v taskset >/dev/null || { echo "bench: --pinned needs taskset (util-linux)" >&2; exit 1; }
+  PIN_PROXY=(taskset -c "0-$((PROXY_CORES - 1))")
+  PIN_REST=(taskset -c "$PROXY_CORES-$((CORES - 1))")
+  # hookgate's default thread count follows its CPU affinity: PROXY_CORES threads, as nginx has workers.
+  WORKERS=$PROXY_CORES
+fi
 VARIANTS=(direct nginx hookgate_mem hookgate_redis queue_accept)
 BASELINE=${HOOKGATE_BASELINE:-}
 if [ -n "$BASELINE" ]; then
@@ -65,14 +90,14 @@ ECHO=$(free_port); NGINX=$(free_port); REDIS=$(free_port)
 declare -A PORT ADMIN
 for v in hookgate_mem hookgate_redis queue_accept base_mem base_redis base_queue; do PORT[$v]=$(free_port); ADMIN[$v]=$(free_port); done
 
-"$BIN" echo --listen "127.0.0.1:$ECHO" >/dev/null 2>&1 & pids+=($!); ECHO_PID=$!
+"${PIN_REST[@]}" "$BIN" echo --listen "127.0.0.1:$ECHO" >/dev/null 2>&1 & pids+=($!); ECHO_PID=$!
 # Without persistence, as in every earlier run: the figures are the gateway's cost, comparable across builds.
 # (With the append-only file on, Redis's own cost per write grows, and it keeps growing as the file does.)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --daemonize no >/dev/null 2>&1 &
+"${PIN_REST[@]}" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --daemonize no >/dev/null 2>&1 &
 pids+=($!); REDIS_PID=$!
 
 cat > "$work/nginx.conf" <<NGINX
-worker_processes auto;
+worker_processes $WORKERS;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
 events { worker_connections 4096; }
@@ -89,7 +114,7 @@ http {
   }
 }
 NGINX
-nginx -c "$work/nginx.conf"
+"${PIN_PROXY[@]}" nginx -c "$work/nginx.conf"
 
 gateway_config() { # variant, dedup store, forward kind
   cat <<TOML
@@ -128,7 +153,7 @@ if [ -n "$BASELINE" ]; then
 fi
 for triple in "${pairs[@]}"; do
   v=${triple%%:*}; rest=${triple#*:}; f=${rest%%:*}; bin=${rest#*:}
-  RUST_LOG=warn "$bin" serve --config "$work/$f.toml" >/dev/null 2>"$work/$v.log" &
+  RUST_LOG=warn "${PIN_PROXY[@]}" "$bin" serve --config "$work/$f.toml" >/dev/null 2>"$work/$v.log" &
   pids+=($!); PID[$v]=$!
 done
 for v in "${VARIANTS[@]}"; do
@@ -178,7 +203,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
     servers=$(server_pids "$v")
     before_server=$(cpu_ticks $servers); before_echo=$(cpu_ticks "$ECHO_PID"); before_redis=$(cpu_ticks "$REDIS_PID")
-    "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret-0123456789 --duration "$DURATION" \
+    "${PIN_REST[@]}" "$BIN" loadgen --url "$(url_of "$v")" --secret bench-secret-0123456789 --duration "$DURATION" \
       --connections "$CONNECTIONS" --json --quiet > "$work/report.json"
     after_server=$(cpu_ticks $servers); after_echo=$(cpu_ticks "$ECHO_PID"); after_redis=$(cpu_ticks "$REDIS_PID")
     rss=$( [ -n "$servers" ] && rss_peak_kb $servers || echo 0 )
@@ -215,10 +240,15 @@ if bad:
 PY
 
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-[ "${1:-}" = "--smoke" ] && out="$work/smoke" || out="bench/results/$stamp"
+mode="shared cores"
+if [ -n "$PINNED" ]; then
+  stamp="$stamp-pinned"
+  mode="pinned: the proxy on core(s) ${PIN_PROXY[2]}, client, downstream and Redis on ${PIN_REST[2]}"
+fi
+[ -n "$SMOKE" ] && out="$work/smoke" || out="bench/results/$stamp"
 mkdir -p "$(dirname "$out")"
-"$venv/bin/python" bench/report.py "$runs" "$out" "$(nproc) cores, $(uname -r), $CONNECTIONS connections, 1 KiB bodies, $ROUNDS x $DURATION"
-if [ "${1:-}" = "--smoke" ]; then
+"$venv/bin/python" bench/report.py "$runs" "$out" "$(nproc) cores, $(uname -r), $mode, $CONNECTIONS connections, 1 KiB bodies, $ROUNDS x $DURATION"
+if [ -n "$SMOKE" ]; then
   cat "$out.md"
   python3 -c "import json,sys; d=json.load(open('$out.json')); assert all(v['requests']>0 for v in d['variants'].values()), 'a variant sent nothing'"
   [ -s "$out.png" ] || { echo "bench smoke: no chart was drawn" >&2; exit 1; }
