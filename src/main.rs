@@ -68,6 +68,9 @@ enum Command {
     Echo(cli::echo::EchoArgs),
     /// Send signed webhooks at a fixed rate or as fast as answered, and report throughput and latency.
     Loadgen(cli::loadgen::LoadgenArgs),
+    /// Run signed requests through one source's stack in this process: what `bench/instructions.sh` counts
+    /// the instructions of.
+    Hotpath(cli::hotpath::HotpathArgs),
     /// Queue operations.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cli::signature::verify(args),
         Command::Probe { url, timeout } => probe(&url, timeout),
         Command::Loadgen(args) => loadgen(args),
+        Command::Hotpath(args) => cli::hotpath::run(args),
         Command::Queue(QueueCommand::Stats { config }) => queue_stats(&config),
         Command::Dead(DeadCommand::List(of)) => dead_list(&of.config, &of.source),
         Command::Dead(DeadCommand::Replay(args)) => {

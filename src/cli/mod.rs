@@ -2,5 +2,6 @@
 //! use only the library's public interface.
 
 pub mod echo;
+pub mod hotpath;
 pub mod loadgen;
 pub mod signature;
