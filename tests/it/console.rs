@@ -152,6 +152,14 @@ async fn in_a_browser_the_console_shows_the_metrics_figures_and_replays_a_dead_l
         .await
         .expect("a headless Chromium session");
 
+    // Each navigation completes before its page is read: a read waits for an element only the new page
+    // has, up to 10 s.
+    let wait_for = |css: &'static str| {
+        browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+    };
     let outcome = async {
         browser.goto(&gateway.admin_url("/")).await?;
         browser
@@ -164,6 +172,7 @@ async fn in_a_browser_the_console_shows_the_metrics_figures_and_replays_a_dead_l
             .await?
             .click()
             .await?;
+        wait_for("#source-browserq").await?;
 
         // The figures, as the page shows them, against /metrics.
         let metrics = admin_get(&sender, &gateway.admin_url("/metrics")).await;
@@ -197,6 +206,9 @@ async fn in_a_browser_the_console_shows_the_metrics_figures_and_replays_a_dead_l
             .await?
             .click()
             .await?;
+        // The page after the replay's POST and redirect lists no dead letter; closing the session before
+        // it has loaded would abandon the POST.
+        wait_for("p.dead").await?;
         let page = browser.source().await?;
         Ok::<String, fantoccini::error::CmdError>(page)
     }
