@@ -267,11 +267,14 @@ where
         let bypass = self.bypass.clone();
         let keep = self.keep.clone();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let body = body::collect(body).await?;
             let target = urls.as_ref().map(|u| u.target(&parts));
             let refused_before = parts.extensions.get::<ShadowRefusal>().copied();
-            let result = verifier.verify_request(target.as_ref(), parts.headers.clone(), body.clone(), clock.now());
+            // Only a shadow or quarantining source needs the headers again after a refusal.
+            let kept_headers = (bypass.is_some() || keep.is_some()).then(|| parts.headers.clone());
+            let headers = std::mem::take(&mut parts.headers);
+            let result = verifier.verify_request(target.as_ref(), headers, body.clone(), clock.now());
             if let (Err(VerifyError::Mismatch), Some(urls), Some(target)) = (&result, &urls, &target) {
                 urls.log_mismatch(target);
             }
@@ -282,14 +285,15 @@ where
                 (None, Ok(_)) => None,
             };
             if let Some((verdict, reason)) = refusal {
+                let headers = kept_headers.unwrap_or_default();
                 if let Some(mut bypass) = bypass {
                     // Shadow mode: the request goes on, around the later stages, with its verdict.
-                    let unverified = Unverified::new(parts.headers, body, parts.extensions, verdict, reason);
+                    let unverified = Unverified::new(headers, body, parts.extensions, verdict, reason);
                     std::future::poll_fn(|cx| bypass.poll_ready(cx)).await?;
                     return bypass.call(unverified).await;
                 }
                 if let Some(keep) = keep {
-                    keep.keep(Unverified::new(parts.headers, body, parts.extensions, verdict, reason))
+                    keep.keep(Unverified::new(headers, body, parts.extensions, verdict, reason))
                         .await;
                 }
                 // Refused as enforce mode refuses: the earlier stage's refusal first.
