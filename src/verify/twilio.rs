@@ -6,6 +6,8 @@
 //! account's signature settings ask for it; 20 bytes is HMAC-SHA1. No timestamp is signed; the idempotency
 //! token, the default id, is not signed either, so the replay guard is on by default.
 
+use std::cell::OnceCell;
+
 use http::HeaderName;
 use sha2::Digest;
 
@@ -37,19 +39,19 @@ fn sorted_params(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// What is signed for `url`: the URL alone when it carries `bodySHA256` (which must then match the body),
-/// else the URL and the form parameters.
-fn signed_tail(url: &str, body: &[u8]) -> Result<Vec<u8>, VerifyError> {
+/// What is signed after `url`: nothing when it carries `bodySHA256` (which must then match the body), else
+/// the sorted form parameters, read from the body once for all the URLs tried.
+fn signed_tail<'a>(url: &str, body: &[u8], form: &'a OnceCell<Vec<u8>>) -> Result<&'a [u8], VerifyError> {
     match body_sha256(url) {
         Some(expected) => {
             let actual = hex::encode(sha2::Sha256::digest(body));
             if expected.eq_ignore_ascii_case(&actual) {
-                Ok(Vec::new())
+                Ok(&[])
             } else {
                 Err(VerifyError::Mismatch)
             }
         }
-        None => Ok(sorted_params(body)),
+        None => Ok(form.get_or_init(|| sorted_params(body))),
     }
 }
 
@@ -62,11 +64,12 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
         check.keys
     };
     let target = check.target()?;
+    let form = OnceCell::new();
     for url in &target.urls {
-        let Ok(tail) = signed_tail(url, check.body) else {
+        let Ok(tail) = signed_tail(url, check.body, &form) else {
             continue;
         };
-        if check.matches_with(keys, &[url.as_bytes(), &tail], &candidate).is_ok() {
+        if check.matches_with(keys, &[url.as_bytes(), tail], &candidate).is_ok() {
             return Ok(());
         }
     }
@@ -74,8 +77,9 @@ pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
 }
 
 pub(crate) fn sign(key: &MacKey, body: &[u8], url: &str) -> Vec<(HeaderName, String)> {
-    let tail = signed_tail(url, body).unwrap_or_default();
-    vec![(SIGNATURE, encode_base64(&key.sign(&[url.as_bytes(), &tail])))]
+    let form = OnceCell::new();
+    let tail = signed_tail(url, body, &form).unwrap_or_default();
+    vec![(SIGNATURE, encode_base64(&key.sign(&[url.as_bytes(), tail])))]
 }
 
 #[cfg(test)]
