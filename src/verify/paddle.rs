@@ -5,37 +5,14 @@
 
 use http::HeaderName;
 
-use super::{Check, MAX_CANDIDATES, MacKey, VerifyError, decode_hex};
+use super::{Check, MacKey, VerifyError};
 
 /// `ts=…;h1=…`.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("paddle-signature");
 
 pub(crate) fn verify(check: &Check<'_>) -> Result<(), VerifyError> {
     let header = check.header(&SIGNATURE)?;
-    let malformed = || VerifyError::MalformedHeader(SIGNATURE);
-    let mut timestamp = None;
-    let mut entries = 0;
-    let mut candidates = Vec::new();
-    for item in header.split(';') {
-        let (key, value) = item.trim().split_once('=').ok_or_else(malformed)?;
-        match key {
-            "ts" if timestamp.is_none() => timestamp = Some(value),
-            "h1" => {
-                entries += 1;
-                if let Ok(candidate) = decode_hex(&SIGNATURE, value) {
-                    candidates.push(candidate);
-                }
-            }
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or_else(malformed)?;
-    if entries == 0 || entries > MAX_CANDIDATES {
-        return Err(malformed());
-    }
-    if candidates.is_empty() {
-        return Err(VerifyError::BadEncoding(SIGNATURE, "hex"));
-    }
+    let (timestamp, candidates) = super::stripe::timestamped_candidates(&SIGNATURE, header, ';', "ts", "h1")?;
     check.timestamp(&SIGNATURE, timestamp)?;
     check.matches(&[timestamp.as_bytes(), b":", check.body], &candidates)
 }

@@ -17,22 +17,35 @@ pub const MUX_SIGNATURE: HeaderName = HeaderName::from_static("mux-signature");
 /// Checks `t=…,v1=…` in the header `name`.
 pub(crate) fn verify(check: &Check<'_>, name: &HeaderName) -> Result<(), VerifyError> {
     let header = check.header(name)?;
+    let (timestamp, candidates) = timestamped_candidates(name, header, ',', "t", "v1")?;
+    check.timestamp(name, timestamp)?;
+    check.matches(&[timestamp.as_bytes(), b".", check.body], &candidates)
+}
+
+/// Reads a `{ts_key}=…{separator}{sig_key}=<hex>[{separator}{sig_key}=<hex>…]` header (Stripe's, Paddle's):
+/// the first timestamp and every signature. As the providers' SDKs do, a signature that is not hex matches
+/// nothing and the others still count, and other keys are ignored. No timestamp, no signature or more
+/// than [`MAX_CANDIDATES`] is `malformed_header`; only signatures that are not hex, `bad_encoding`.
+pub(crate) fn timestamped_candidates<'h>(
+    name: &HeaderName,
+    header: &'h str,
+    separator: char,
+    ts_key: &str,
+    sig_key: &str,
+) -> Result<(&'h str, Vec<Vec<u8>>), VerifyError> {
     let malformed = || VerifyError::MalformedHeader(name.clone());
     let mut timestamp = None;
     let mut entries = 0;
     let mut candidates = Vec::new();
-    for item in header.split(',') {
+    for item in header.split(separator) {
         let (key, value) = item.trim().split_once('=').ok_or_else(malformed)?;
-        match key {
-            "t" if timestamp.is_none() => timestamp = Some(value),
-            "v1" => {
-                entries += 1;
-                // As Stripe's SDKs do: an entry that is not hex matches nothing, and the others still count.
-                if let Ok(candidate) = decode_hex(name, value) {
-                    candidates.push(candidate);
-                }
+        if key == ts_key && timestamp.is_none() {
+            timestamp = Some(value);
+        } else if key == sig_key {
+            entries += 1;
+            if let Ok(candidate) = decode_hex(name, value) {
+                candidates.push(candidate);
             }
-            _ => {}
         }
     }
     let timestamp = timestamp.ok_or_else(malformed)?;
@@ -42,8 +55,7 @@ pub(crate) fn verify(check: &Check<'_>, name: &HeaderName) -> Result<(), VerifyE
     if candidates.is_empty() {
         return Err(VerifyError::BadEncoding(name.clone(), "hex"));
     }
-    check.timestamp(name, timestamp)?;
-    check.matches(&[timestamp.as_bytes(), b".", check.body], &candidates)
+    Ok((timestamp, candidates))
 }
 
 pub(crate) fn sign(key: &MacKey, name: &HeaderName, body: &[u8], timestamp: i64) -> Vec<(HeaderName, String)> {
