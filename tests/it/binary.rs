@@ -21,14 +21,16 @@ fn default_config_on_free_ports() -> (PathBuf, u16, u16) {
     (temp_file(&format!("default-{public}.toml"), &text), public, admin)
 }
 
-async fn run_sign(args: &[&str], body: &[u8]) -> HeaderMap {
+/// Runs `hookgate SUBCOMMAND ARGS…` with `body` on its standard input.
+async fn run_with_body(subcommand: &str, args: &[&str], body: &[u8]) -> std::process::Output {
     let mut child = Command::new(BIN)
-        .arg("sign")
+        .arg(subcommand)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn sign");
+        .expect("spawn hookgate");
     child
         .stdin
         .take()
@@ -36,7 +38,11 @@ async fn run_sign(args: &[&str], body: &[u8]) -> HeaderMap {
         .write_all(body)
         .await
         .expect("write body");
-    let output = child.wait_with_output().await.expect("sign output");
+    child.wait_with_output().await.expect("hookgate output")
+}
+
+async fn run_sign(args: &[&str], body: &[u8]) -> HeaderMap {
+    let output = run_with_body("sign", args, body).await;
     assert!(
         output.status.success(),
         "{args:?}: {}",
@@ -416,22 +422,7 @@ async fn check_config_refuses_configs_that_would_weaken_verification() {
 }
 
 async fn run_verify(args: &[&str], body: &[u8]) -> (bool, String) {
-    let mut child = Command::new(BIN)
-        .arg("verify")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn verify");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body)
-        .await
-        .expect("write body");
-    let output = child.wait_with_output().await.expect("verify output");
+    let output = run_with_body("verify", args, body).await;
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
