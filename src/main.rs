@@ -369,10 +369,7 @@ fn dead_replay(path: &Path, source: &str, which: &Replay) -> Result<(), String> 
 fn quarantined(path: &Path, source: &str) -> Result<(Gateway, hookgate::gateway::Source), String> {
     let config = config::load(path).map_err(|e| e.to_string())?;
     let gateway = build(&config, path)?;
-    let found = gateway
-        .sources
-        .iter()
-        .find(|s| &*s.name == source && s.quarantine.is_some())
+    let found = hookgate::replay::quarantining(&gateway, source)
         .cloned()
         .ok_or_else(|| format!("{}: no source `{source}` with quarantine = true", path.display()))?;
     Ok((gateway, found))

@@ -3,8 +3,6 @@
 //! forwarded only if it now passes. One delivered, or found a duplicate, leaves the quarantine; one still
 //! refused stays. Used by `hookgate quarantine replay` and by the console.
 
-use std::sync::Arc;
-
 use http_body_util::Full;
 use tower::ServiceExt;
 
@@ -95,7 +93,7 @@ pub async fn quarantined(gateway: &Gateway, source: &Source, id: Option<&str>) -
 }
 
 /// The source named `name` of `gateway`, if it keeps a quarantine.
-pub fn quarantining<'g>(gateway: &'g Arc<Gateway>, name: &str) -> Option<&'g Source> {
+pub fn quarantining<'g>(gateway: &'g Gateway, name: &str) -> Option<&'g Source> {
     gateway
         .sources
         .iter()
