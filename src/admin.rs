@@ -186,13 +186,13 @@ impl Admin {
         let header = |name| req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok());
         let bearer = header(header::AUTHORIZATION).any(|v| {
             v.strip_prefix("Bearer ")
-                .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), expected))
+                .is_some_and(|t| crate::verify::token::same_secret(t.trim().as_bytes(), expected))
         });
         let cookie = header(header::COOKIE).flat_map(|v| v.split(';')).any(|c| {
             c.trim()
                 .strip_prefix(TOKEN_COOKIE)
                 .and_then(|rest| rest.strip_prefix('='))
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), expected))
+                .is_some_and(|t| crate::verify::token::same_secret(t.as_bytes(), expected))
         });
         bearer || cookie
     }
@@ -208,7 +208,8 @@ impl Admin {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.into_owned())
         };
-        let csrf_ok = field("csrf").is_some_and(|t| constant_time_eq(t.as_bytes(), self.access.csrf.as_bytes()));
+        let csrf_ok =
+            field("csrf").is_some_and(|t| crate::verify::token::same_secret(t.as_bytes(), self.access.csrf.as_bytes()));
         if !csrf_ok {
             return refused(
                 StatusCode::FORBIDDEN,
@@ -296,7 +297,7 @@ impl Admin {
                     .access
                     .token
                     .as_ref()
-                    .is_some_and(|t| constant_time_eq(token.as_bytes(), t.expose().as_bytes()));
+                    .is_some_and(|t| crate::verify::token::same_secret(token.as_bytes(), t.expose().as_bytes()));
                 if !valid {
                     return Ok(answer(
                         StatusCode::UNAUTHORIZED,
@@ -364,12 +365,6 @@ where
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::Digest;
-    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

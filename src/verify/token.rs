@@ -21,6 +21,12 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `presented` is `secret`, compared by their digests in constant time (the admin token, the CSRF
+/// token).
+pub(crate) fn same_secret(presented: &[u8], secret: &[u8]) -> bool {
+    constant_time_eq(&digest(presented), &digest(secret))
+}
+
 /// Succeeds when `presented` is one of the secrets.
 fn accept(check: &Check<'_>, presented: &[u8]) -> Result<(), VerifyError> {
     let presented = digest(presented);
