@@ -527,6 +527,59 @@ async fn concurrent_commands_are_pipelined_and_each_gets_its_own_answer() {
     assert!(used < 40, "{used} reads for 401 commands");
 }
 
+/// The connection logs in and picks its database from the URL: a wrong password is an error that says
+/// so (and does not print the password), and the right one writes into the database the URL names.
+#[tokio::test]
+async fn the_connection_logs_in_and_selects_the_database_of_its_url() {
+    let redis = RedisServer::start_with_password("right-pw");
+    let client = |url: String| {
+        hookgate::redis_client::RedisClient::new(&RedisUrls::One(url), None, Duration::from_secs(5)).expect("client")
+    };
+    let wrong = client(redis.url().replace(":right-pw@", ":wrong-pw@"));
+    let refused = wrong
+        .query::<String>(&redis_cmd("PING", &[]))
+        .await
+        .expect_err("a wrong password");
+    assert!(refused.contains("WRONGPASS"), "{refused}");
+    assert!(!refused.contains("wrong-pw"), "{refused}");
+
+    let right = client(format!("{}/3", redis.url()));
+    let set: Option<String> = right
+        .query(&redis_cmd("SET", &["in-db-3", "yes", "GET"]))
+        .await
+        .expect("set");
+    assert_eq!(set, None);
+    assert_eq!(redis.cli(&["-n", "3", "get", "in-db-3"]), "yes");
+    assert_eq!(redis.cli(&["-n", "0", "exists", "in-db-3"]), "0");
+}
+
+/// Redis frozen (SIGSTOP) with commands on the wire: they fail after the answer timeout, not later, and
+/// once Redis thaws, the answers it owed them are never handed to the commands that follow.
+#[tokio::test]
+async fn a_frozen_redis_times_out_and_its_late_answers_reach_no_one() {
+    let redis = RedisServer::start();
+    let client =
+        hookgate::redis_client::RedisClient::new(&RedisUrls::One(redis.url()), None, Duration::from_millis(300))
+            .expect("client");
+    let _: String = client.query(&redis_cmd("SET", &["k", "old"])).await.expect("warm up");
+    redis.signal("STOP");
+    let started = std::time::Instant::now();
+    let frozen = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.query::<String>(&redis_cmd("GET", &["k"])),
+    )
+    .await
+    .expect("the client's own timeout ends the wait");
+    assert!(frozen.is_err_and(|e| e.contains("in time")));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    redis.signal("CONT");
+    // The frozen connection's answer (`old`) arrives now; a new command must get its own.
+    let echoed: String = client.query(&redis_cmd("ECHO", &["fresh"])).await.expect("echo");
+    assert_eq!(echoed, "fresh");
+    let got: String = client.query(&redis_cmd("GET", &["k"])).await.expect("get");
+    assert_eq!(got, "old");
+}
+
 fn redis_cmd(name: &str, args: &[&str]) -> ::redis::Cmd {
     let mut cmd = ::redis::cmd(name);
     args.iter().for_each(|a| {

@@ -11,8 +11,10 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
-    /// Set for a TLS server with a password: redis-cli needs them too.
-    secured: Option<String>,
+    /// The password a client must give (redis-cli too).
+    password: Option<String>,
+    /// TLS only, with a certificate signed by the test CA in `dir`.
+    tls: bool,
 }
 
 /// A port that is free, and whose cluster-bus twin (port + 10000) is free too.
@@ -80,7 +82,8 @@ impl RedisServer {
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            secured: None,
+            password: None,
+            tls: false,
         };
         server.restart();
         server
@@ -116,33 +119,62 @@ impl RedisServer {
             dir,
             child: None,
             extra,
-            secured: Some(password.to_owned()),
+            password: Some(password.to_owned()),
+            tls: true,
+        };
+        server.restart();
+        server
+    }
+
+    /// Plain TCP, with a password.
+    pub fn start_with_password(password: &str) -> Self {
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            dir: super::temp_dir(&format!("redis-{port}")),
+            child: None,
+            extra: vec!["--requirepass".to_owned(), password.to_owned()],
+            password: Some(password.to_owned()),
+            tls: false,
         };
         server.restart();
         server
     }
 
     pub fn url(&self) -> String {
-        match &self.secured {
-            Some(password) => format!("rediss://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        match &self.password {
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
     }
 
     /// The CA that signed a TLS server's certificate.
     pub fn ca_file(&self) -> Option<PathBuf> {
-        self.secured.as_ref().map(|_| self.dir.join("ca.pem"))
+        self.tls.then(|| self.dir.join("ca.pem"))
     }
 
     fn cli_connection(&self) -> Vec<String> {
-        match &self.secured {
-            Some(password) => {
-                let cert = self.dir.join("ca.pem").to_string_lossy().into_owned();
-                let args = ["--tls", "--cacert", &cert, "-a", password, "--no-auth-warning"];
-                args.map(str::to_owned).to_vec()
-            }
-            None => Vec::new(),
+        let mut args = Vec::new();
+        if self.tls {
+            let cert = self.dir.join("ca.pem").to_string_lossy().into_owned();
+            args.extend(["--tls".to_owned(), "--cacert".to_owned(), cert]);
         }
+        if let Some(password) = &self.password {
+            args.extend(["-a", password, "--no-auth-warning"].map(str::to_owned));
+        }
+        args
+    }
+
+    /// Sends the server a signal (`STOP` freezes it: its port still takes connections, and nothing answers;
+    /// `CONT` thaws it).
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal}");
     }
 
     /// Starts the server (again) on the same port, and waits until it answers PING.

@@ -1,13 +1,14 @@
-//! The Redis connection that the dedup store and the queue share: one node (a `ConnectionManager`, which
-//! pipelines concurrent commands on one connection and reconnects by itself) or a Redis Cluster (the
+//! The Redis connection that the dedup store and the queue share: one node or a Redis Cluster (the
 //! cluster client, which follows slot moves). On one node each thread gets its own connection, driven
 //! by a task on that thread's runtime, so that a core's commands and answers never cross to another
-//! core; and the commands its requests issue at about the same moment go out together, as one pipeline
-//! (see `Batch`). `rediss://` is verified against the public web roots, or
-//! against `redis_ca_file` for a private CA.
+//! core, and the commands its requests issue at about the same moment go out together, in one write:
+//! over TCP or a Unix socket a lean pipelined connection of our own (see [`pipeline`]; the benchmark
+//! showed the crate's multiplexed connection, a task and a channel between the callers and the socket,
+//! costing several microseconds per command), over TLS the crate's `ConnectionManager`. `rediss://` is
+//! verified against the public web roots, or against `redis_ca_file` for a private CA.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -16,16 +17,21 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, ScriptInvocation, TlsCertificates, Value};
 use sha2::Digest;
 use thread_local::ThreadLocal;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
 use crate::config::RedisUrls;
+use pipeline::{Endpoint, Pipeline};
+
+mod pipeline;
 
 struct Single {
     client: redis::Client,
     config: ConnectionManagerConfig,
-    /// Connected on the first command from each thread.
+    /// Plain TCP or Unix sockets: each thread's lean pipelined connection (see [`pipeline`]).
+    lean: Option<(Arc<Endpoint>, ThreadLocal<Pipeline>)>,
+    /// `rediss://`, and scripts loaded on NOSCRIPT: the crate's connection manager, one per thread,
+    /// connected on the thread's first command.
     managers: ThreadLocal<ConnectionManager>,
-    batches: ThreadLocal<Arc<Batch>>,
     /// Connections of their own for writes followed by `WAIT`, which blocks its connection until the
     /// replicas answer: the shared ones never wait for a replica.
     waiting: ThreadLocal<ConnectionManager>,
@@ -52,28 +58,19 @@ impl Single {
 
     /// Sends `cmd` with whatever else this thread's requests are sending now, and returns its answer.
     async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
-        let batch = self.batches.get_or_default();
-        // Before the command joins the batch: a command left waiting with no task to send it would wait
-        // for ever.
-        let manager = self.manager().map_err(Failure::other)?;
-        let (answer, answered) = oneshot::channel();
-        let first = {
-            let mut waiting = batch.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            waiting.push((cmd.clone(), answer));
-            waiting.len() == 1
-        };
-        if first {
-            // A task of its own, so that no caller's cancellation can strand the others' commands.
-            tokio::spawn(send_batch(batch.clone(), manager));
+        match &self.lean {
+            Some((endpoint, pipelines)) => pipelines.get_or(|| Pipeline::new(endpoint.clone())).query(cmd).await,
+            // The manager pipelines concurrent commands on its one connection by itself.
+            None => {
+                let mut manager = self.manager().map_err(Failure::other)?;
+                cmd.query_async(&mut manager).await.map_err(|e| Failure::of(&e))
+            }
         }
-        answered
-            .await
-            .map_err(|_| Failure::other("the Redis batch was dropped (shutting down)".to_owned()))?
     }
 }
 
 /// Why a command got no answer, and whether it is because the connection it was sent on was dead: then
-/// the manager is reconnecting, and a command that is safe to run twice may be sent again.
+/// a new connection is being made, and a command that is safe to run twice may be sent again.
 #[derive(Debug, Clone)]
 struct Failure {
     message: String,
@@ -100,43 +97,6 @@ impl Failure {
 /// error or not answering in time.
 fn dead_connection(error: &redis::RedisError) -> bool {
     error.is_connection_dropped() || error.is_io_error() && !error.is_timeout()
-}
-
-/// The commands one thread's requests are waiting to send. Each request's command costs Redis a wake-up
-/// and a read when it travels alone: the first command of a batch starts a task that lets the other
-/// ready requests run first (a `yield_now`), then sends everything that is waiting as one pipeline, one
-/// write and one read, and hands each caller its own answer.
-#[derive(Default)]
-struct Batch {
-    waiting: Mutex<Vec<(Cmd, Answer)>>,
-}
-
-type Answer = oneshot::Sender<Result<Value, Failure>>;
-
-async fn send_batch(batch: Arc<Batch>, mut manager: ConnectionManager) {
-    tokio::task::yield_now().await;
-    let commands = std::mem::take(&mut *batch.waiting.lock().unwrap_or_else(PoisonError::into_inner));
-    let mut pipe = redis::pipe();
-    // One command's error (a wrong type, say) is that command's answer, not the whole batch's.
-    pipe.ignore_errors();
-    let mut answers = Vec::with_capacity(commands.len());
-    for (cmd, answer) in commands {
-        pipe.add_command(cmd);
-        answers.push(answer);
-    }
-    let error = match pipe.query_async::<Vec<Value>>(&mut manager).await {
-        Ok(values) if values.len() == answers.len() => {
-            for (value, answer) in values.into_iter().zip(answers) {
-                let _ = answer.send(value.extract_error().map_err(|e| Failure::other(e.to_string())));
-            }
-            return;
-        }
-        Ok(values) => Failure::other(format!("{} answers to {} commands", values.len(), answers.len())),
-        Err(error) => Failure::of(&error),
-    };
-    for answer in answers {
-        let _ = answer.send(Err(error.clone()));
-    }
 }
 
 #[derive(Clone)]
@@ -204,11 +164,12 @@ impl RedisClient {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
+                let lean = pipeline::Endpoint::of(&client, timeout).map(|e| (Arc::new(e), ThreadLocal::new()));
                 Inner::Single(Arc::new(Single {
                     client,
                     config,
+                    lean,
                     managers: ThreadLocal::new(),
-                    batches: ThreadLocal::new(),
                     waiting: ThreadLocal::new(),
                 }))
             }

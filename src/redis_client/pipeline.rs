@@ -1,0 +1,373 @@
+//! One lean, pipelined connection per thread to a single Redis node over TCP or a Unix socket.
+//!
+//! A request's command is encoded (by the `redis` crate) straight into the thread's outgoing buffer,
+//! next to the commands of the other requests on that core. One task per thread owns the socket: it lets
+//! the ready requests run first (a `yield_now`), writes everything that is waiting in one write, reads the
+//! answers in order into one buffer, frames each in place and hands it to its caller. A command costs a
+//! copy into a buffer and a oneshot answer; there is no task spawned per batch and no second task and
+//! channel between the batch and the socket, as there is with the crate's multiplexed connection.
+//!
+//! At most one batch is on the wire at a time: commands that arrive while it is out go in the next one.
+//! A batch that gets no complete answer within the answer timeout fails, and its connection is closed
+//! (a late answer must never be taken for the next batch's); so does one whose connection breaks, and
+//! then its callers are told the connection was dropped, so that a command safe to send twice is sent
+//! once more, on a new connection.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use redis::{Cmd, ConnectionAddr, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, oneshot};
+
+use super::Failure;
+
+/// Where and how to connect: a plain TCP or Unix socket address, with the login and database.
+#[derive(Clone)]
+pub(super) struct Endpoint {
+    address: Address,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    /// Bounds the connection (with its login) and each batch's answers.
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Address {
+    Tcp(String, u16),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// The endpoint of a client, when it is one this connection speaks to: not `rediss://`, which keeps the
+    /// crate's own TLS connection.
+    pub(super) fn of(client: &redis::Client, timeout: Duration) -> Option<Self> {
+        let info = client.get_connection_info();
+        let address = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Address::Tcp(host.clone(), *port),
+            ConnectionAddr::Unix(path) => Address::Unix(path.clone()),
+            _ => return None,
+        };
+        let settings = info.redis_settings();
+        Some(Endpoint {
+            address,
+            username: settings.username().map(str::to_owned),
+            password: settings.password().map(str::to_owned),
+            db: settings.db(),
+            timeout,
+        })
+    }
+
+    async fn connect(&self) -> Result<Connection, String> {
+        let io: Box<dyn Io> = match &self.address {
+            Address::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+                // Each batch is one write that is waited on: never hold it back for more.
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                Box::new(stream)
+            }
+            Address::Unix(path) => Box::new(
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| format!("connecting to {}: {e}", path.display()))?,
+            ),
+        };
+        let mut connection = Connection {
+            io,
+            answers: BytesMut::with_capacity(4096),
+        };
+        let mut login = Vec::new();
+        let mut commands = 0;
+        if let Some(password) = &self.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(username) = &self.username {
+                auth.arg(username);
+            }
+            auth.arg(password).write_packed_command(&mut login);
+            commands += 1;
+        }
+        if self.db != 0 {
+            redis::cmd("SELECT").arg(self.db).write_packed_command(&mut login);
+            commands += 1;
+        }
+        if commands > 0 {
+            for value in connection.exchange(&login, commands).await.map_err(|f| f.message)? {
+                // A wrong password is Redis's error answer: say so, never with the password.
+                value.extract_error().map_err(|e| format!("logging in to Redis: {e}"))?;
+            }
+        }
+        Ok(connection)
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+struct Connection {
+    io: Box<dyn Io>,
+    /// Answers read and not yet handed out: the tail of a read may hold the start of the next answer.
+    answers: BytesMut,
+}
+
+impl Connection {
+    /// Writes `commands` (already encoded) at once and reads their `count` answers, in order.
+    async fn exchange(&mut self, commands: &[u8], count: usize) -> Result<Vec<Value>, Failure> {
+        let broken = |e: std::io::Error| Failure {
+            message: format!("Redis connection: {e}"),
+            dropped: true,
+        };
+        Pin::new(&mut self.io).write_all(commands).await.map_err(broken)?;
+        let mut values = Vec::with_capacity(count);
+        while values.len() < count {
+            match frame(&self.answers).map_err(Failure::other)? {
+                Some(length) => {
+                    let value = redis::parse_redis_value(&self.answers[..length])
+                        .map_err(|e| Failure::other(format!("unreadable Redis answer: {e}")))?;
+                    self.answers.advance(length);
+                    values.push(value);
+                }
+                None => {
+                    self.answers.reserve(4096);
+                    let read = self.io.read_buf(&mut self.answers).await.map_err(broken)?;
+                    if read == 0 {
+                        return Err(broken(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// The length of the first complete answer at the start of `bytes` (RESP2: `+`, `-`, `:`, `$`, `*`),
+/// `None` while it is incomplete.
+fn frame(bytes: &[u8]) -> Result<Option<usize>, String> {
+    let mut at = 0;
+    // Values still to read: an array adds its elements.
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let Some(&kind) = bytes.get(at) else {
+            return Ok(None);
+        };
+        let Some(line) = bytes[at + 1..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let text = &bytes[at + 1..at + 1 + line];
+        at += 1 + line + 2;
+        let length = || -> Result<i64, String> {
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| "a Redis answer with a malformed length".to_owned())
+        };
+        match kind {
+            b'+' | b'-' | b':' => {}
+            b'$' => {
+                if let Ok(size) = usize::try_from(length()?) {
+                    at = at.saturating_add(size).saturating_add(2);
+                    if bytes.len() < at {
+                        return Ok(None);
+                    }
+                }
+            }
+            b'*' => pending = pending.saturating_add(u64::try_from(length()?).unwrap_or(0)),
+            other => return Err(format!("an unexpected Redis answer type {:?}", char::from(other))),
+        }
+    }
+    Ok(Some(at))
+}
+
+type Answer = oneshot::Sender<Result<Value, Failure>>;
+
+/// The commands of one thread's requests that wait for the next write.
+#[derive(Default)]
+struct Waiting {
+    commands: Vec<u8>,
+    answers: Vec<Answer>,
+    /// Whether a task owns the socket now (it ends when this thread's runtime stops).
+    driven: bool,
+}
+
+struct Shared {
+    waiting: Mutex<Waiting>,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One thread's connection. Dropping it (with the client) closes the socket.
+pub(super) struct Pipeline {
+    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
+}
+
+impl Pipeline {
+    pub(super) fn new(endpoint: Arc<Endpoint>) -> Self {
+        Pipeline {
+            shared: Arc::new(Shared {
+                waiting: Mutex::new(Waiting::default()),
+                wake: Notify::new(),
+                closed: AtomicBool::new(false),
+            }),
+            endpoint,
+        }
+    }
+
+    /// Sends `cmd` in this thread's next batch, and returns its answer.
+    pub(super) async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
+        let (answer, answered) = oneshot::channel();
+        let (start, wake) = {
+            let mut waiting = self.shared.waiting();
+            cmd.write_packed_command(&mut waiting.commands);
+            waiting.answers.push(answer);
+            let start = !waiting.driven;
+            waiting.driven = true;
+            (start, waiting.answers.len() == 1)
+        };
+        if start {
+            tokio::spawn(drive(self.shared.clone(), self.endpoint.clone()));
+        } else if wake {
+            self.shared.wake.notify_one();
+        }
+        answered
+            .await
+            .map_err(|_| Failure::other("the Redis connection was closed (shutting down)".to_owned()))?
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Marks the socket as no longer driven when its task ends, however it ends (its runtime stopping drops
+/// it): the next command starts a new task, and the commands left waiting are told.
+struct Driven(Arc<Shared>);
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let answers = {
+            let mut waiting = self.0.waiting();
+            waiting.driven = false;
+            waiting.commands.clear();
+            std::mem::take(&mut waiting.answers)
+        };
+        fail(
+            answers,
+            &Failure::other("the Redis connection was closed (shutting down)".to_owned()),
+        );
+    }
+}
+
+fn fail(answers: Vec<Answer>, failure: &Failure) {
+    for answer in answers {
+        let _ = answer.send(Err(failure.clone()));
+    }
+}
+
+/// The task that owns one thread's socket: it connects when there is something to send, and again after
+/// the connection broke or an answer timed out.
+async fn drive(shared: Arc<Shared>, endpoint: Arc<Endpoint>) {
+    let _driven = Driven(shared.clone());
+    let mut connection: Option<Connection> = None;
+    let mut commands = Vec::new();
+    let mut answers = Vec::new();
+    loop {
+        // `notify_one` keeps a permit when no one waits, so a command added after this check still wakes it.
+        while shared.waiting().answers.is_empty() {
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            shared.wake.notified().await;
+        }
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::task::yield_now().await;
+        {
+            let mut waiting = shared.waiting();
+            std::mem::swap(&mut commands, &mut waiting.commands);
+            std::mem::swap(&mut answers, &mut waiting.answers);
+        }
+        let sent = tokio::time::timeout(endpoint.timeout, async {
+            let open = match connection.as_mut() {
+                Some(open) => open,
+                None => connection.insert(endpoint.connect().await.map_err(Failure::other)?),
+            };
+            open.exchange(&commands, answers.len()).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(Failure::other("Redis did not answer in time".to_owned())));
+        commands.clear();
+        match sent {
+            Ok(values) => {
+                for (value, answer) in values.into_iter().zip(answers.drain(..)) {
+                    let _ = answer.send(value.extract_error().map_err(|e| Failure::other(e.to_string())));
+                }
+            }
+            Err(failure) => {
+                // Whatever it was, the socket may be out of step with the answers: start again.
+                connection = None;
+                fail(std::mem::take(&mut answers), &failure);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_complete_answers_and_waits_for_incomplete_ones() {
+        assert_eq!(frame(b"+OK\r\n"), Ok(Some(5)));
+        assert_eq!(frame(b"+OK\r\n:1\r\n"), Ok(Some(5)));
+        assert_eq!(frame(b"-ERR no\r\n"), Ok(Some(9)));
+        assert_eq!(frame(b"$-1\r\n"), Ok(Some(5)));
+        assert_eq!(frame(b"$3\r\nabc\r\n"), Ok(Some(9)));
+        assert_eq!(frame(b"$3\r\nab"), Ok(None));
+        assert_eq!(frame(b"$3\r\nabc\r"), Ok(None));
+        assert_eq!(frame(b"*2\r\n$1\r\na\r\n:5\r\n+next\r\n"), Ok(Some(15)));
+        assert_eq!(frame(b"*2\r\n$1\r\na\r\n"), Ok(None));
+        assert_eq!(frame(b"*-1\r\n"), Ok(Some(5)));
+        assert_eq!(frame(b"*0\r\n"), Ok(Some(4)));
+        assert_eq!(frame(b""), Ok(None));
+        assert_eq!(frame(b":12"), Ok(None));
+        // A bulk string may hold CR LF itself: its length, not a search, finds its end.
+        assert_eq!(frame(b"$4\r\n\r\n\r\n\r\n"), Ok(Some(10)));
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_answer() {
+        assert!(frame(b"?what\r\n").is_err());
+        assert!(frame(b"$x\r\nabc\r\n").is_err());
+        assert!(frame(b"*z\r\n").is_err());
+    }
+
+    #[test]
+    fn every_framed_answer_parses_as_the_crate_reads_it() {
+        let all = b"*3\r\n$5\r\nhello\r\n:-7\r\n$-1\r\n";
+        let length = frame(all).expect("valid").expect("complete");
+        assert_eq!(length, all.len());
+        let value = redis::parse_redis_value(&all[..length]).expect("parses");
+        assert_eq!(
+            value,
+            Value::Array(vec![Value::BulkString(b"hello".to_vec()), Value::Int(-7), Value::Nil])
+        );
+    }
+}
