@@ -17,13 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{HeaderValue, Request, Uri};
-use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use super::client::{Answer, Connection, Target};
 use hookgate::config::{SchemeKind, Secret};
-use hookgate::forward::http::{Sender, Target};
 use hookgate::verify::Verifier;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -199,19 +197,12 @@ impl Shared {
         Some(event)
     }
 
-    fn request(&self, event: &Event) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(event.body.clone()));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.target.path().clone();
-        let headers = request.headers_mut();
-        headers.insert(http::header::HOST, self.target.host_header().clone());
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in self.verifier.sign(&event.body, &event.id, unix_now()) {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
-        }
-        request
+    /// The event's request, signed now, encoded for one write.
+    fn request(&self, event: &Event) -> Vec<u8> {
+        let signed = self.verifier.sign(&event.body, &event.id, unix_now());
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(signed.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        self.target.post(&headers, &event.body)
     }
 }
 
@@ -259,44 +250,12 @@ impl Results {
     }
 }
 
-/// One keep-alive connection, reopened when it breaks.
-#[derive(Default)]
-struct Connection {
-    sender: Option<Sender>,
-}
-
-impl Connection {
-    async fn send(&mut self, target: &Target, request: Request<Full<Bytes>>) -> Result<(u16, Option<String>), String> {
-        let sender = match &mut self.sender {
-            Some(sender) if !sender.is_closed() => sender,
-            slot => slot.insert(target.connect().await?),
-        };
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let response = match sender.send_request(request).await {
-            Ok(response) => response,
-            Err(e) => {
-                self.sender = None;
-                return Err(e.to_string());
-            }
-        };
-        let status = response.status().as_u16();
-        let outcome = response
-            .headers()
-            .get("x-hookgate-outcome")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let _ = response.into_body().collect().await;
-        Ok((status, outcome))
-    }
-}
-
 /// Sends `event` (and its retries) on `connection`; latency counts from `due`.
 async fn deliver(shared: &Shared, connection: &mut Connection, results: &mut Results, event: &Event, due: Instant) {
     let mut delay = shared.args.backoff;
     for attempt in 0..=shared.args.retry {
-        let result = connection.send(&shared.target, shared.request(event)).await;
-        let (status, outcome) = match result {
-            Ok((status, outcome)) => (Some(status), outcome),
+        let (status, outcome) = match connection.send(&shared.target, &shared.request(event)).await {
+            Ok(Answer { status, outcome }) => (Some(status), outcome),
             Err(_) => (None, None),
         };
         results.record(due.elapsed(), status, outcome, attempt > 0);
@@ -317,8 +276,7 @@ pub async fn run(args: LoadgenArgs) -> Result<Report, String> {
     if !(0.0..=1.0).contains(&args.duplicates) {
         return Err("--duplicates is a fraction from 0 to 1".to_owned());
     }
-    let uri: Uri = args.url.parse().map_err(|e| format!("--url: {e}"))?;
-    let target = Target::new(&uri).map_err(|e| format!("--url: {e}"))?;
+    let target = Target::new(&args.url).map_err(|e| format!("--url: {e}"))?;
     let verifier = Verifier::new(args.scheme, None, &[Secret::new(args.secret.clone())], Duration::ZERO)
         .map_err(|e| e.to_string())?;
     let connections = args.connections.max(1);
