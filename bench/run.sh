@@ -137,8 +137,8 @@ secrets = ["bench-secret-0123456789"]
 kind = "$3"
 url = "http://127.0.0.1:$ECHO/webhooks/bench"
 TOML
-  # This build refuses a queue on a Redis without persistence unless told; an older build has no such key.
-  if [ "$3" = queue ] && [ "${1#base_}" = "$1" ]; then echo "allow_volatile = true"; fi
+  # A queue on a Redis without persistence is refused unless told (builds before that key refuse the key).
+  if [ "$3" = queue ] && [ "${4:-allow_volatile}" = allow_volatile ]; then echo "allow_volatile = true"; fi
 }
 declare -A PID
 gateway_config hookgate_mem memory http > "$work/mem.toml"
@@ -149,6 +149,9 @@ if [ -n "$BASELINE" ]; then
   gateway_config base_mem memory http > "$work/base_mem.toml"
   gateway_config base_redis redis http > "$work/base_redis.toml"
   gateway_config base_queue redis queue > "$work/base_queue.toml"
+  if ! "$BASELINE" check-config "$work/base_queue.toml" >/dev/null 2>&1; then
+    gateway_config base_queue redis queue older > "$work/base_queue.toml"
+  fi
   pairs+=(base_mem:base_mem:"$BASELINE" base_redis:base_redis:"$BASELINE" base_queue:base_queue:"$BASELINE")
 fi
 for triple in "${pairs[@]}"; do

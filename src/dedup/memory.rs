@@ -5,7 +5,7 @@
 //! `on_store_error` decides). Expired ids are purged in the background, oldest first, at no cost per
 //! request. Time is tokio's, so that tests can run it on a paused clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -82,11 +82,21 @@ impl Shard {
         self.map.get(key).map(|p| Entry::from(*p))
     }
 
+    /// Removes `key` if it is still the done id that `done` recorded (one lookup); true when it was.
+    fn remove_done(&mut self, key: Digest, until: Millis) -> bool {
+        match self.map.entry(key) {
+            hash_map::Entry::Occupied(slot) if Entry::from(*slot.get()) == (Entry::Done { until }) => {
+                slot.remove();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes the oldest done id; false when there is none.
     fn evict_oldest_done(&mut self) -> bool {
         while let Some((key, until)) = self.done.pop_front() {
-            if self.get(&key) == Some(Entry::Done { until }) {
-                self.map.remove(&key);
+            if self.remove_done(key, until) {
                 return true;
             }
         }
@@ -98,9 +108,7 @@ impl Shard {
             if until > now {
                 break;
             }
-            if self.get(&key) == Some(Entry::Done { until }) {
-                self.map.remove(&key);
-            }
+            self.remove_done(key, until);
             self.done.pop_front();
         }
     }
@@ -156,20 +164,21 @@ impl MemoryStore {
     pub(crate) fn claim(&self, key: &Arc<[u8]>, token: Token, lease: Duration) -> Result<Found, StoreError> {
         let now = self.millis(Instant::now());
         let key = self.digest(key);
-        let mut shard = self.shard(key);
-        match shard.get(&key) {
-            Some(Entry::Done { until }) if until > now => return Ok(Found::Duplicate),
-            Some(Entry::InFlight { until, .. }) if until > now => {
-                return Ok(Found::InFlight(Some(Duration::from_millis(until - now))));
-            }
-            // Absent, or expired: free to claim.
-            _ => {}
-        }
         let until = now.saturating_add(crate::redis_client::millis(lease));
         let entry = Packed::from(Entry::InFlight { token, until });
+        let mut shard = self.shard(key);
         if let Some(slot) = shard.map.get_mut(&key) {
-            *slot = entry;
-            return Ok(Found::Claimed);
+            match Entry::from(*slot) {
+                Entry::Done { until } if until > now => return Ok(Found::Duplicate),
+                Entry::InFlight { until, .. } if until > now => {
+                    return Ok(Found::InFlight(Some(Duration::from_millis(until - now))));
+                }
+                // Expired: free to claim.
+                _ => {
+                    *slot = entry;
+                    return Ok(Found::Claimed);
+                }
+            }
         }
         if shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
             return Err(StoreError::Full);
@@ -185,14 +194,23 @@ impl MemoryStore {
         let until = self
             .millis(Instant::now())
             .saturating_add(crate::redis_client::millis(ttl));
+        let done = Packed::from(Entry::Done { until });
         let mut shard = self.shard(key);
-        let current = shard.get(&key);
-        let ours = matches!(current, Some(Entry::InFlight { token: t, .. }) if t == token);
-        // A key that is gone (its lease ran out and it was purged) comes back only within the bound.
-        if current.is_none() && shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
-            return false;
-        }
-        shard.map.insert(key, Packed::from(Entry::Done { until }));
+        let ours = match shard.map.get_mut(&key) {
+            Some(slot) => {
+                let ours = matches!(Entry::from(*slot), Entry::InFlight { token: t, .. } if t == token);
+                *slot = done;
+                ours
+            }
+            None => {
+                // A key that is gone (its lease ran out and it was purged) comes back only within the bound.
+                if shard.map.len() >= self.per_shard && !shard.evict_oldest_done() {
+                    return false;
+                }
+                shard.map.insert(key, done);
+                false
+            }
+        };
         shard.done.push_back((key, until));
         ours
     }
