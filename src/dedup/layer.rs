@@ -99,11 +99,11 @@ where
                 Admission::Duplicate => return Ok(Duplicate.into()),
                 Admission::Deliver(claims) => claims,
             };
-            // Once claimed, the delivery and its commit or release run to the end in a task of their own,
-            // bounded by the handler's timeout, even when the sender hangs up: the application may already
+            // Once claimed, the delivery and its commit or release run to the end, bounded by the handler's
+            // timeout, even when the sender hangs up (then in a task of their own): the application may already
             // be doing the work, and the sender's retry must then find the id in flight or done, never
             // released.
-            let delivery = store.clone().spawn_delivery(Box::pin(async move {
+            let delivery = store.clone().run_delivery(Box::pin(async move {
                 let result = inner.call(event).await;
                 // Both keys together: their commands go out in one pipeline.
                 let [id_claim, guard_claim] = claims;
@@ -114,11 +114,9 @@ where
                 result
             }));
             match delivery.await {
-                Ok(Some(result)) => result,
-                // A panic below is the catch-panic layer's to answer.
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Some(result) => result,
                 // Cut at shutdown: the claims were dropped, and so released.
-                Ok(None) | Err(_) => Err(DedupError::StoreUnavailable {
+                None => Err(DedupError::StoreUnavailable {
                     retry_after: STORE_RETRY_AFTER,
                 }
                 .into()),

@@ -13,12 +13,15 @@ pub mod layer;
 pub mod memory;
 pub mod redis;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::config::{DedupConfig, OnStoreError, StoreKind};
 use crate::redis_client::RedisClient;
@@ -166,21 +169,25 @@ impl DedupStore {
         }
     }
 
-    /// Runs a claimed event's delivery (and its commit or release) in a task of its own, so that it ends
-    /// the same whether or not the sender still waits. `None` when shutdown cut it.
-    pub(crate) fn spawn_delivery<T: Send + 'static>(
+    /// Runs a claimed event's delivery (and its commit or release) to its end whether or not the sender
+    /// still waits: in the request's own task while it does (no task to spawn and wake per event), and in a
+    /// task of its own from the moment the request is dropped (the sender hung up). Either way it counts
+    /// among the deliveries that shutdown waits for. `None` when shutdown cut it.
+    pub(crate) fn run_delivery<T: Send + 'static>(
         &self,
-        delivery: std::pin::Pin<Box<dyn Future<Output = T> + Send>>,
-    ) -> tokio::task::JoinHandle<Option<T>> {
-        // The delivery comes boxed: its future holds the handler's (several KB), and each move of it on
-        // the way into the task would copy all of that.
+        delivery: Pin<Box<dyn Future<Output = T> + Send>>,
+    ) -> Delivery<T> {
         let cut = self.cut.clone();
-        self.deliveries.spawn(async move {
-            tokio::select! {
-                output = delivery => Some(output),
-                () = cut.cancelled() => None,
-            }
-        })
+        Delivery {
+            work: Some(Box::pin(async move {
+                tokio::select! {
+                    output = delivery => Some(output),
+                    () = cut.cancelled() => None,
+                }
+            })),
+            _running: self.deliveries.token(),
+            deliveries: self.deliveries.clone(),
+        }
     }
 
     /// Waits until `deadline` for the deliveries still running (their senders may have gone), then cuts
@@ -354,6 +361,47 @@ impl Throttle {
     }
 }
 
+/// A claimed event's delivery, from [`DedupStore::run_delivery`]: polled by the request that claimed it,
+/// and handed to a task of its own if that request is dropped first.
+pub(crate) struct Delivery<T: Send + 'static> {
+    /// The delivery raced against the shutdown cut; `None` once it has ended, or while it is being polled
+    /// (so that a delivery that panics is not handed on).
+    work: Option<Pin<Box<dyn Future<Output = Option<T>> + Send>>>,
+    /// Counts the delivery among the running ones while it runs in the request's task.
+    _running: TaskTrackerToken,
+    deliveries: TaskTracker,
+}
+
+impl<T: Send + 'static> Future for Delivery<T> {
+    type Output = Option<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(mut work) = self.work.take() else {
+            return Poll::Ready(None);
+        };
+        match work.as_mut().poll(cx) {
+            Poll::Ready(output) => Poll::Ready(output),
+            Poll::Pending => {
+                self.work = Some(work);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else { return };
+        // Outside a runtime (it is being torn down) there is nothing to run it on: dropped, its claims
+        // release themselves.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.deliveries.spawn(async move {
+                let _ = work.await;
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +412,63 @@ mod tests {
         assert!(throttle.ready(Duration::from_secs(60)));
         assert!(!throttle.ready(Duration::from_secs(60)));
         assert!(throttle.ready(Duration::ZERO));
+    }
+
+    fn store() -> Arc<DedupStore> {
+        DedupStore::new(&DedupConfig::default(), None).expect("memory store")
+    }
+
+    #[tokio::test]
+    async fn a_delivery_whose_request_is_dropped_runs_to_its_end_and_shutdown_waits_for_it() {
+        let store = store();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let mut delivery = store.run_delivery(Box::pin(async move {
+            let _ = wait.await;
+            let _ = done.send(());
+        }));
+        // The request polls it once, then its sender hangs up.
+        assert!(futures_util::poll!(&mut delivery).is_pending());
+        drop(delivery);
+        assert_eq!(store.deliveries.len(), 1, "handed to a task of its own");
+        go.send(()).expect("the delivery still waits");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        store.finish_deliveries(deadline).await;
+        assert_eq!(finished.await, Ok(()), "it ran to its end");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_counts_among_the_running_until_it_ends_in_its_request() {
+        let store = store();
+        let delivery = store.run_delivery(Box::pin(async { 7 }));
+        assert_eq!(store.deliveries.len(), 1, "shutdown would wait for it");
+        assert_eq!(delivery.await, Some(7));
+        assert_eq!(store.deliveries.len(), 0, "and nothing is left running");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_panics_does_so_in_its_request_and_is_not_handed_on() {
+        use futures_util::FutureExt;
+        let store = store();
+        let delivery = store.run_delivery(Box::pin(async { panic!("the handler panicked") }));
+        let outcome = std::panic::AssertUnwindSafe(delivery).catch_unwind().await;
+        assert!(
+            outcome.is_err(),
+            "the panic reaches the request (and so the catch-panic layer)"
+        );
+        assert_eq!(
+            store.deliveries.len(),
+            0,
+            "a panicked delivery is not polled again in a task"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_cut_at_shutdown_ends_with_none() {
+        let store = store();
+        let delivery = store.run_delivery(Box::pin(std::future::pending::<()>()));
+        store.cut.cancel();
+        assert_eq!(delivery.await, None);
     }
 
     #[test]
