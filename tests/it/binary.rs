@@ -492,3 +492,31 @@ async fn verify_explains_what_matched_and_what_did_not() {
         "{out}"
     );
 }
+
+/// Transparent huge pages are off for the whole process: where the kernel backs every touched 2 MiB region
+/// whole, they took the gateway's peak RSS at 4 threads and 100 000 ids from 38 to 61 MiB.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_process_runs_on_small_pages() {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["echo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn echo");
+    let pid = child.id().expect("pid");
+    // Once its port answers, the process is well past the first line of `main`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "echo did not listen within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("THP_enabled:"))
+        .expect("the kernel reports THP_enabled");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
