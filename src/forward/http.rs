@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::DownstreamUrl;
 
-pub use super::pool::{HttpClient, Sender, Target};
+pub use super::pool::{HttpClient, Target};
 
 /// The client every `http` handler shares, so connections to one downstream are pooled across sources.
 pub fn client() -> HttpClient {

@@ -25,7 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_PER_HOST: usize = 512;
 
 /// One keep-alive HTTP/1 connection, ready to send a request.
-pub type Sender = SendRequest<Full<Bytes>>;
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
 /// Idle connections by `host:port`, of one thread.
 type Idle = RefCell<HashMap<String, Vec<Sender>>>;
 
@@ -70,18 +70,8 @@ impl Target {
     }
 
     /// A new keep-alive connection to the target, driven by a task on the current runtime.
-    pub async fn connect(&self) -> Result<Sender, String> {
+    pub(crate) async fn connect(&self) -> Result<Sender, String> {
         connect(&self.host, &self.address).await
-    }
-
-    /// The `Host` header of requests to the target.
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host_header
-    }
-
-    /// The path and query, for the request line.
-    pub fn path(&self) -> &Uri {
-        &self.path
     }
 }
 
