@@ -6,7 +6,7 @@ Each sample goes to the first frame, from the leaf up, that a rule below claims:
 called by hyper's request parser is hyper's; one in the allocator is the allocator's, whoever called it;
 one in the kernel is its system call's.
 
-Usage: perf script -i perf.data | profile.py --requests N --cpu-seconds S [--markdown]
+Usage: perf script -i perf.data | profile.py --requests N --cpu-seconds S
 """
 
 import argparse

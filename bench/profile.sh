@@ -33,8 +33,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+. bench/common.sh
 
 ECHO=$(free_port); REDIS=$(free_port); PORT=$(free_port); ADMIN=$(free_port)
 taskset -c "$REST" "$BIN" echo --listen "127.0.0.1:$ECHO" >/dev/null 2>&1 & pids+=($!)
@@ -43,25 +42,8 @@ if [ "$STORE" = redis ]; then
   pids+=($!)
   wait_port "$REDIS"
 fi
-cat > "$work/hookgate.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$ADMIN"
-[rate_limit]
-per_second = 1000000
-burst = 1000000
-[dedup]
-store = "$STORE"
-redis_url = "redis://127.0.0.1:$REDIS"
-[[source]]
-name = "bench"
-path = "/webhooks/bench"
-scheme = "github"
-secrets = ["bench-secret-0123456789"]
-[source.forward]
-kind = "http"
-url = "http://127.0.0.1:$ECHO/webhooks/bench"
-TOML
+# The dedup store's default key prefix, "hg".
+gateway_toml "$PORT" "$ADMIN" "$STORE" "$REDIS" http "$ECHO" hg > "$work/hookgate.toml"
 taskset -c 0 "$BIN" serve --config "$work/hookgate.toml" --threads 1 >"$work/gateway.log" 2>&1 & pids+=($!)
 GATEWAY=$!
 wait_port "$ECHO"; wait_port "$PORT"; wait_port "$ADMIN"

@@ -83,8 +83,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+. bench/common.sh
 
 ECHO=$(free_port); NGINX=$(free_port); REDIS=$(free_port)
 declare -A PORT ADMIN
@@ -116,27 +115,8 @@ http {
 NGINX
 "${PIN_PROXY[@]}" nginx -c "$work/nginx.conf"
 
-gateway_config() { # variant, dedup store, forward kind
-  cat <<TOML
-[server]
-listen = "127.0.0.1:${PORT[$1]}"
-admin_listen = "127.0.0.1:${ADMIN[$1]}"
-[rate_limit]
-per_second = 1000000
-burst = 1000000
-[dedup]
-store = "$2"
-redis_url = "redis://127.0.0.1:$REDIS"
-key_prefix = "$1"
-[[source]]
-name = "bench"
-path = "/webhooks/bench"
-scheme = "github"
-secrets = ["bench-secret-0123456789"]
-[source.forward]
-kind = "$3"
-url = "http://127.0.0.1:$ECHO/webhooks/bench"
-TOML
+gateway_config() { # variant, dedup store, forward kind[, "older": a build that refuses allow_volatile]
+  gateway_toml "${PORT[$1]}" "${ADMIN[$1]}" "$2" "$REDIS" "$3" "$ECHO" "$1"
   # A queue on a Redis without persistence is refused unless told (builds before that key refuse the key).
   if [ "$3" = queue ] && [ "${4:-allow_volatile}" = allow_volatile ]; then echo "allow_volatile = true"; fi
 }
