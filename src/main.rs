@@ -311,10 +311,7 @@ fn probe(url: &str, timeout: Duration) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     let status = runtime()?.block_on(async {
         let client = hookgate::forward::http::client();
-        let request = http::Request::get(uri)
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(timeout, client.request(request)).await {
+        match tokio::time::timeout(timeout, client.get(&uri)).await {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => Err(format!("{url}: {e}")),
             Err(_) => Err(format!("{url}: no answer within {timeout:?}")),

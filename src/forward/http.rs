@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use http_body_util::Full;
+use http::{HeaderName, HeaderValue, Method};
 
 use super::Delivered;
 use super::{
@@ -15,6 +13,7 @@ use super::{
 use crate::config::DownstreamUrl;
 
 pub use super::pool::{HttpClient, Target};
+use super::wire::RequestWriter;
 
 /// The client every `http` handler shares, so connections to one downstream are pooled across sources.
 pub fn client() -> HttpClient {
@@ -40,13 +39,6 @@ impl HttpHandler {
     }
 
     pub(crate) async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, ForwardError> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in end_to_end_headers(delivery.headers) {
-            headers.append(name, value.clone());
-        }
-        if let Some(verdict) = delivery.verdict {
-            headers.insert(VERDICT_HEADER, HeaderValue::from_static(verdict));
-        }
         let outgoing = Outgoing {
             source: delivery.source,
             event_id: delivery.event_id.header_value(),
@@ -54,19 +46,23 @@ impl HttpHandler {
             request_id: delivery.request_id.clone(),
             attempt: None,
         };
-        self.send(outgoing, headers, delivery.body.clone()).await?;
+        let verdict = delivery
+            .verdict
+            .map(|verdict| (VERDICT_HEADER, HeaderValue::from_static(verdict)));
+        let headers = end_to_end_headers(delivery.headers).chain(verdict.as_ref().map(|(n, v)| (n, v)));
+        self.send(outgoing, headers, delivery.body).await?;
         Ok(Delivered::Forwarded)
     }
 
     /// POSTs `body` with the end-to-end `headers` and the gateway's own; `Ok` only on 2xx.
-    pub(crate) async fn send(
+    pub(crate) async fn send<'h>(
         &self,
         outgoing: Outgoing<'_>,
-        headers: HeaderMap,
-        body: Bytes,
+        headers: impl IntoIterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+        body: &[u8],
     ) -> Result<(), ForwardError> {
         let request = self.request(outgoing, headers, body);
-        let status = tokio::time::timeout(self.timeout, self.client.send(&self.target, request))
+        let status = tokio::time::timeout(self.timeout, self.client.send(&self.target, &request))
             .await
             .map_err(|_| ForwardError::Timeout(self.timeout))?
             .map_err(ForwardError::Connect)?;
@@ -77,15 +73,21 @@ impl HttpHandler {
         }
     }
 
-    fn request(&self, outgoing: Outgoing<'_>, headers: HeaderMap, body: Bytes) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.headers_mut() = headers;
-        let headers = request.headers_mut();
+    /// The request, encoded for one write: the end-to-end `headers`, then the gateway's own.
+    fn request<'h>(
+        &self,
+        outgoing: Outgoing<'_>,
+        headers: impl IntoIterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut request = RequestWriter::new(&Method::POST, &self.target, body.len());
+        for (name, value) in headers {
+            request.header(name, value);
+        }
         // Only the resolved client goes on: entries to its left came from the sender and could be forged.
         if let Ok(client) = HeaderValue::from_str(outgoing.client_ip) {
-            headers.insert(FORWARDED_FOR, client.clone());
-            headers.insert(REAL_IP, client);
+            request.header(&FORWARDED_FOR, &client);
+            request.header(&REAL_IP, &client);
         }
         // RFC 7239: an IPv6 address is quoted, in brackets.
         let forwarded = if outgoing.client_ip.contains(':') {
@@ -94,18 +96,16 @@ impl HttpHandler {
             format!("for={}", outgoing.client_ip)
         };
         if let Ok(forwarded) = HeaderValue::from_str(&forwarded) {
-            headers.insert(http::header::FORWARDED, forwarded);
+            request.header(&http::header::FORWARDED, &forwarded);
         }
-        headers.insert(
-            SOURCE_HEADER,
-            HeaderValue::from_str(outgoing.source).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-        );
-        headers.insert(EVENT_ID_HEADER, outgoing.event_id);
-        headers.insert(REQUEST_ID_HEADER, outgoing.request_id);
+        let source = HeaderValue::from_str(outgoing.source).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        request.header(&SOURCE_HEADER, &source);
+        request.header(&EVENT_ID_HEADER, &outgoing.event_id);
+        request.header(&REQUEST_ID_HEADER, &outgoing.request_id);
         if let Some(attempt) = outgoing.attempt {
-            headers.insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
+            request.header(&ATTEMPT_HEADER, &HeaderValue::from(attempt));
         }
-        request
+        request.finish(body)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod layer;
 pub(crate) mod pool;
 pub mod queue;
 pub mod stdout;
+pub mod wire;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -3,31 +3,27 @@
 //! read to the end, and the connection goes back to the pool. Only what a gateway in front of one application
 //! needs: no proxies, no TLS, no HTTP/2.
 //!
-//! Each thread keeps its own idle connections: a connection is driven by a task on the runtime that
-//! opened it, so a request on one core never borrows a connection whose reads wake another core.
+//! Each thread keeps its own idle connections, and the request's own task drives the one it takes
+//! ([`super::wire`]): no task per connection, and no hop between tasks or cores on the way out. Measured
+//! against hyper's client, which drives each connection from a task of its own, in `bench/README.md`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::HOST;
-use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode, Uri};
 use thread_local::ThreadLocal;
-use tokio::net::TcpStream;
+
+pub use super::wire::Target;
+use super::wire::{Connection, RequestWriter, WireError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per host; more are closed when they come back.
 const MAX_IDLE_PER_HOST: usize = 512;
 
-/// One keep-alive HTTP/1 connection, ready to send a request.
-pub(crate) type Sender = SendRequest<Full<Bytes>>;
 /// Idle connections by `host:port`, of one thread.
-type Idle = RefCell<HashMap<String, Vec<Sender>>>;
+type Idle = RefCell<HashMap<String, Vec<Connection>>>;
 
 #[derive(Clone, Default)]
 /// The downstream client: a keep-alive pool per target, shared by every source.
@@ -41,130 +37,65 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-/// Where requests go, worked out once from an absolute `http://` URL: the pool key, the `Host` header
-/// and the path that goes on the request line.
-#[derive(Debug, Clone)]
-pub struct Target {
-    host: String,
-    /// `host:port`, which is also the pool's key.
-    address: String,
-    pub(crate) host_header: HeaderValue,
-    /// What goes on the request line: the path and query.
-    pub(crate) path: Uri,
-}
-
-impl Target {
-    /// A client for the target named by `uri` (scheme, host and port).
-    pub fn new(uri: &Uri) -> Result<Self, String> {
-        let authority = uri.authority().ok_or("the URL has no host")?;
-        Ok(Target {
-            host: authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            address: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
-            host_header: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
-            path: Uri::try_from(uri.path_and_query().map_or("/", |p| p.as_str())).map_err(|e| e.to_string())?,
-        })
-    }
-
-    /// A new keep-alive connection to the target, driven by a task on the current runtime.
-    pub(crate) async fn connect(&self) -> Result<Sender, String> {
-        connect(&self.host, &self.address).await
-    }
-}
-
 impl HttpClient {
-    /// Sends a request with an absolute `http://` URI, reads the answer to its end, and returns its status.
-    pub async fn request(&self, request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
-        let target = Target::new(request.uri())?;
-        self.send(&target, request).await
+    /// Sends a GET to an absolute `http://` URI, reads the answer to its end, and returns its status.
+    pub async fn get(&self, uri: &Uri) -> Result<StatusCode, String> {
+        let target = Target::new(uri)?;
+        let request = RequestWriter::new(&Method::GET, &target, 0).finish(b"");
+        self.send(&target, &request).await
     }
 
-    /// Sends a request to `target` (its own URI is replaced), reads the answer to its end, and returns
+    /// Sends `request` (from [`RequestWriter`], for `target`), reads the answer to its end, and returns
     /// its status.
-    pub async fn send(&self, target: &Target, mut request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
-        *request.uri_mut() = target.path.clone();
-        if !request.headers().contains_key(HOST) {
-            request.headers_mut().insert(HOST, target.host_header.clone());
-        }
-        // A pooled connection the server closed meanwhile fails before anything is sent: then, and only
-        // then, the request goes out once more on a new connection.
-        let mut sender = match self.checkout(&target.address).await {
-            Some(sender) => sender,
-            None => target.connect().await?,
-        };
-        let response = match sender.try_send_request(request).await {
-            Ok(response) => response,
-            Err(mut error) => match error.take_message() {
-                Some(request) => {
-                    sender = target.connect().await?;
-                    sender.send_request(request).await.map_err(|e| error_chain(&e))?
-                }
-                None => return Err(error_chain(&error.into_error())),
-            },
-        };
-        let status = response.status();
-        let mut body = response.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|e| error_chain(&e))?;
-        }
-        self.checkin(&target.address, sender);
-        Ok(status)
-    }
-
-    /// An idle connection to `address` that is still open and ready for a request.
-    async fn checkout(&self, address: &str) -> Option<Sender> {
+    pub(crate) async fn send(&self, target: &Target, request: &[u8]) -> Result<StatusCode, String> {
         loop {
-            let mut sender = self.idle.get_or_default().borrow_mut().get_mut(address)?.pop()?;
-            if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Some(sender);
+            // A pooled connection that fails before any byte of the request left is retried on the next
+            // one (or a new one): then, and only then, may a request go out again.
+            let (connection, pooled) = match self.checkout(target.address()) {
+                Some(connection) => (connection, true),
+                None => (connect(target.address()).await?, false),
+            };
+            match connection.exchange(request, |_, _| {}).await {
+                Ok(answer) => {
+                    if let Some(connection) = answer.connection {
+                        self.checkin(target.address(), connection);
+                    }
+                    return Ok(answer.status);
+                }
+                Err(WireError::Unsent(_)) if pooled => {}
+                Err(error) => return Err(error.to_string()),
             }
         }
     }
 
-    fn checkin(&self, address: &str, sender: Sender) {
-        if sender.is_closed() {
-            return;
+    /// An idle connection to `address` that the peer has not closed meanwhile.
+    fn checkout(&self, address: &str) -> Option<Connection> {
+        let mut idle = self.idle.get_or_default().borrow_mut();
+        let connections = idle.get_mut(address)?;
+        while let Some(connection) = connections.pop() {
+            if !connection.closed_by_peer() {
+                return Some(connection);
+            }
         }
+        None
+    }
+
+    fn checkin(&self, address: &str, connection: Connection) {
         let mut idle = self.idle.get_or_default().borrow_mut();
         match idle.get_mut(address) {
-            Some(senders) if senders.len() < MAX_IDLE_PER_HOST => senders.push(sender),
+            Some(connections) if connections.len() < MAX_IDLE_PER_HOST => connections.push(connection),
             Some(_) => {}
             None => {
-                idle.insert(address.to_owned(), vec![sender]);
+                idle.insert(address.to_owned(), vec![connection]);
             }
         }
     }
 }
 
-/// A new keep-alive connection to `address` (`host:port`), driven by a task on the current runtime.
-async fn connect(host: &str, address: &str) -> Result<Sender, String> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+/// A new keep-alive connection to `address` (`host:port`).
+async fn connect(address: &str) -> Result<Connection, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(address))
         .await
-        .map_err(|_| format!("connecting to {host} timed out"))?
-        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| error_chain(&e))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "downstream connection closed with an error");
-        }
-    });
-    Ok(sender)
-}
-
-/// An error with its causes, since hyper's top-level messages ("client error (Connect)") hide the reason.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
+        .map_err(|_| format!("connecting to {address} timed out"))?
+        .map_err(|e| e.to_string())
 }

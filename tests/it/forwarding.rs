@@ -111,3 +111,53 @@ async fn connections_to_the_downstream_are_reused() {
     );
     gateway.stop().await;
 }
+
+/// A downstream that answers each request on a connection of its own and closes it: once with a keep-alive
+/// answer it does not honour, once with an HTTP/1.0 answer whose body runs to the close. Neither closed
+/// connection may fail the next event: the gateway sees that a pooled connection was closed and opens
+/// another, and each event is delivered once.
+#[tokio::test]
+async fn a_downstream_that_closes_every_connection_still_gets_each_event_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let answers: [&'static [u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\nno length: the body ends with the connection",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ];
+    let downstream = tokio::spawn(async move {
+        let mut requests = 0;
+        for answer in answers {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // The request is complete once its body (the event, which ends with `}`) has arrived.
+            while !request.ends_with(b"}") {
+                let n = socket.read(&mut buffer).await.expect("read");
+                assert!(n > 0, "the gateway closed the connection mid-request");
+                request.extend_from_slice(&buffer[..n]);
+            }
+            requests += 1;
+            socket.write_all(answer).await.expect("write");
+        }
+        requests
+    });
+    let config = test_config(&url);
+    let gateway = TestGateway::start(config.clone()).await;
+    for i in 0..answers.len() {
+        let id = format!("evt_{i}");
+        let body = event_body(&id);
+        Sender::default()
+            .post(&gateway.url("/github"), sign(&config, "github", &body, &id), body)
+            .await
+            .assert(200, "forwarded");
+    }
+    let requests = tokio::time::timeout(Duration::from_secs(10), downstream)
+        .await
+        .expect("the downstream saw every event")
+        .expect("downstream");
+    assert_eq!(requests, answers.len());
+    gateway.stop().await;
+}

@@ -268,7 +268,7 @@ impl Queue {
             attempt: Some(envelope.attempt),
         };
         let started = std::time::Instant::now();
-        let result = self.http.send(outgoing, headers, body).await;
+        let result = self.http.send(outgoing, &headers, &body).await;
         crate::metrics::forward(
             &self.source,
             if result.is_ok() { "2xx" } else { "error" },
