@@ -126,10 +126,8 @@ impl Connection {
         Pin::new(&mut self.io).write_all(commands).await.map_err(broken)?;
         let mut values = Vec::with_capacity(count);
         while values.len() < count {
-            match frame(&self.answers).map_err(Failure::other)? {
-                Some(length) => {
-                    let value = redis::parse_redis_value(&self.answers[..length])
-                        .map_err(|e| Failure::other(format!("unreadable Redis answer: {e}")))?;
+            match decode(&self.answers).map_err(Failure::other)? {
+                Some((value, length)) => {
                     self.answers.advance(length);
                     values.push(value);
                 }
@@ -146,43 +144,86 @@ impl Connection {
     }
 }
 
-/// The length of the first complete answer at the start of `bytes` (RESP2: `+`, `-`, `:`, `$`, `*`),
-/// `None` while it is incomplete.
-fn frame(bytes: &[u8]) -> Result<Option<usize>, String> {
-    let mut at = 0;
-    // Values still to read: an array adds its elements.
-    let mut pending: u64 = 1;
-    while pending > 0 {
-        pending -= 1;
-        let Some(&kind) = bytes.get(at) else {
-            return Ok(None);
-        };
-        let Some(line) = bytes[at + 1..].windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let text = &bytes[at + 1..at + 1 + line];
-        at += 1 + line + 2;
-        let length = || -> Result<i64, String> {
-            std::str::from_utf8(text)
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| "a Redis answer with a malformed length".to_owned())
-        };
-        match kind {
-            b'+' | b'-' | b':' => {}
-            b'$' => {
-                if let Ok(size) = usize::try_from(length()?) {
-                    at = at.saturating_add(size).saturating_add(2);
-                    if bytes.len() < at {
-                        return Ok(None);
-                    }
-                }
-            }
-            b'*' => pending = pending.saturating_add(u64::try_from(length()?).unwrap_or(0)),
-            other => return Err(format!("an unexpected Redis answer type {:?}", char::from(other))),
-        }
+/// Arrays nested deeper than this are refused (the deepest answer hookgate asks for, XREADGROUP's, has 4).
+const MAX_DEPTH: usize = 16;
+
+/// The first complete answer at the start of `bytes` (RESP2: `+`, `-`, `:`, `$`, `*`) and its length, or
+/// `None` while it is incomplete. Read here in one pass, without the crate's parser and the buffer it
+/// allocates per answer; only an answer that holds an error (`-`, anywhere in it) goes to the crate's parser,
+/// which alone can build its `ServerError`.
+fn decode(bytes: &[u8]) -> Result<Option<(Value, usize)>, String> {
+    let mut has_error = false;
+    match read_value(bytes, 0, 0, &mut has_error)? {
+        Some((_, end)) if has_error => redis::parse_redis_value(&bytes[..end])
+            .map(|value| Some((value, end)))
+            .map_err(|e| format!("unreadable Redis answer: {e}")),
+        found => Ok(found),
     }
-    Ok(Some(at))
+}
+
+/// The value that starts at `at`, and where it ends.
+fn read_value(bytes: &[u8], at: usize, depth: usize, has_error: &mut bool) -> Result<Option<(Value, usize)>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("a Redis answer nested deeper than {MAX_DEPTH}"));
+    }
+    let Some(&kind) = bytes.get(at) else {
+        return Ok(None);
+    };
+    let Some(line) = bytes[at + 1..].windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let text = &bytes[at + 1..at + 1 + line];
+    let next = at + 1 + line + 2;
+    let number = || -> Result<i64, String> {
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| "a Redis answer with a malformed number".to_owned())
+    };
+    let value = match kind {
+        b'+' if text == b"OK" => Value::Okay,
+        b'+' => Value::SimpleString(
+            std::str::from_utf8(text)
+                .map_err(|_| "a Redis status that is not UTF-8".to_owned())?
+                .to_owned(),
+        ),
+        b'-' => {
+            *has_error = true;
+            Value::Nil
+        }
+        b':' => Value::Int(number()?),
+        b'$' => {
+            let Ok(size) = usize::try_from(number()?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            let end = next.saturating_add(size).saturating_add(2);
+            if bytes.len() < end {
+                return Ok(None);
+            }
+            if bytes[end - 2..end] != *b"\r\n" {
+                return Err("a Redis bulk string that does not end with CR LF".to_owned());
+            }
+            return Ok(Some((Value::BulkString(bytes[next..end - 2].to_vec()), end)));
+        }
+        b'*' => {
+            let Ok(count) = usize::try_from(number()?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            // The count is the peer's word: the buffer, not the count, bounds the allocation.
+            let mut items = Vec::with_capacity(count.min(bytes.len() - next));
+            let mut end = next;
+            for _ in 0..count {
+                let Some((item, after)) = read_value(bytes, end, depth + 1, has_error)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                end = after;
+            }
+            return Ok(Some((Value::Array(items), end)));
+        }
+        other => return Err(format!("an unexpected Redis answer type {:?}", char::from(other))),
+    };
+    Ok(Some((value, next)))
 }
 
 type Answer = oneshot::Sender<Result<Value, Failure>>;
@@ -333,41 +374,97 @@ async fn drive(shared: Arc<Shared>, endpoint: Arc<Endpoint>) {
 mod tests {
     use super::*;
 
+    fn length(bytes: &[u8]) -> Result<Option<usize>, String> {
+        decode(bytes).map(|found| found.map(|(_, length)| length))
+    }
+
     #[test]
     fn frames_complete_answers_and_waits_for_incomplete_ones() {
-        assert_eq!(frame(b"+OK\r\n"), Ok(Some(5)));
-        assert_eq!(frame(b"+OK\r\n:1\r\n"), Ok(Some(5)));
-        assert_eq!(frame(b"-ERR no\r\n"), Ok(Some(9)));
-        assert_eq!(frame(b"$-1\r\n"), Ok(Some(5)));
-        assert_eq!(frame(b"$3\r\nabc\r\n"), Ok(Some(9)));
-        assert_eq!(frame(b"$3\r\nab"), Ok(None));
-        assert_eq!(frame(b"$3\r\nabc\r"), Ok(None));
-        assert_eq!(frame(b"*2\r\n$1\r\na\r\n:5\r\n+next\r\n"), Ok(Some(15)));
-        assert_eq!(frame(b"*2\r\n$1\r\na\r\n"), Ok(None));
-        assert_eq!(frame(b"*-1\r\n"), Ok(Some(5)));
-        assert_eq!(frame(b"*0\r\n"), Ok(Some(4)));
-        assert_eq!(frame(b""), Ok(None));
-        assert_eq!(frame(b":12"), Ok(None));
+        assert_eq!(length(b"+OK\r\n"), Ok(Some(5)));
+        assert_eq!(length(b"+OK\r\n:1\r\n"), Ok(Some(5)));
+        assert_eq!(length(b"-ERR no\r\n"), Ok(Some(9)));
+        assert_eq!(length(b"$-1\r\n"), Ok(Some(5)));
+        assert_eq!(length(b"$3\r\nabc\r\n"), Ok(Some(9)));
+        assert_eq!(length(b"$3\r\nab"), Ok(None));
+        assert_eq!(length(b"$3\r\nabc\r"), Ok(None));
+        assert_eq!(length(b"*2\r\n$1\r\na\r\n:5\r\n+next\r\n"), Ok(Some(15)));
+        assert_eq!(length(b"*2\r\n$1\r\na\r\n"), Ok(None));
+        assert_eq!(length(b"*-1\r\n"), Ok(Some(5)));
+        assert_eq!(length(b"*0\r\n"), Ok(Some(4)));
+        assert_eq!(length(b""), Ok(None));
+        assert_eq!(length(b":12"), Ok(None));
         // A bulk string may hold CR LF itself: its length, not a search, finds its end.
-        assert_eq!(frame(b"$4\r\n\r\n\r\n\r\n"), Ok(Some(10)));
+        assert_eq!(length(b"$4\r\n\r\n\r\n\r\n"), Ok(Some(10)));
     }
 
     #[test]
     fn refuses_what_is_not_an_answer() {
-        assert!(frame(b"?what\r\n").is_err());
-        assert!(frame(b"$x\r\nabc\r\n").is_err());
-        assert!(frame(b"*z\r\n").is_err());
+        assert!(decode(b"?what\r\n").is_err());
+        assert!(decode(b"$x\r\nabc\r\n").is_err());
+        assert!(decode(b"*z\r\n").is_err());
+        assert!(decode(b"$3\r\nabcXY").is_err());
+        assert!(decode(&b"*1\r\n".repeat(MAX_DEPTH + 2)).is_err());
     }
 
+    /// A random answer (statuses, integers, bulk strings with any bytes, nested arrays), as Redis writes it.
+    fn answer() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            "[A-Za-z ]{0,12}".prop_map(|t| format!("+{t}\r\n").into_bytes()),
+            any::<i64>().prop_map(|n| format!(":{n}\r\n").into_bytes()),
+            Just(b"$-1\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| {
+                let mut out = format!("${}\r\n", b.len()).into_bytes();
+                out.extend_from_slice(&b);
+                out.extend_from_slice(b"\r\n");
+                out
+            }),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(|items| {
+                let mut out = format!("*{}\r\n", items.len()).into_bytes();
+                for item in items {
+                    out.extend_from_slice(&item);
+                }
+                out
+            })
+        })
+    }
+
+    proptest::proptest! {
+        /// Any answer reads as the crate reads it, and every cut of it short of its end is "not yet".
+        #[test]
+        fn any_answer_reads_as_the_crate_reads_it_and_no_cut_of_it_is_complete(answer in answer()) {
+            let (value, length) = decode(&answer).expect("valid").expect("complete");
+            proptest::prop_assert_eq!(length, answer.len());
+            proptest::prop_assert_eq!(value, redis::parse_redis_value(&answer).expect("the crate reads it"));
+            for cut in 0..answer.len() {
+                proptest::prop_assert!(decode(&answer[..cut]).expect("valid so far").is_none(), "cut at {}", cut);
+            }
+        }
+    }
+
+    /// Answers of every kind hookgate asks for, as Redis writes them: each reads as the crate's own parser
+    /// reads it, and so does every answer that holds an error (which goes to that parser).
     #[test]
-    fn every_framed_answer_parses_as_the_crate_reads_it() {
-        let all = b"*3\r\n$5\r\nhello\r\n:-7\r\n$-1\r\n";
-        let length = frame(all).expect("valid").expect("complete");
-        assert_eq!(length, all.len());
-        let value = redis::parse_redis_value(&all[..length]).expect("parses");
-        assert_eq!(
-            value,
-            Value::Array(vec![Value::BulkString(b"hello".to_vec()), Value::Int(-7), Value::Nil])
-        );
+    fn every_answer_reads_as_the_crate_reads_it() {
+        let answers: [&[u8]; 10] = [
+            b"+OK\r\n",
+            b"+QUEUED\r\n",
+            b":-7\r\n",
+            b"$-1\r\n",
+            b"$0\r\n\r\n",
+            b"$32\r\n0123456789abcdef0123456789abcdef\r\n",
+            b"*3\r\n$5\r\nhello\r\n:-7\r\n$-1\r\n",
+            b"*1\r\n*2\r\n$5\r\nqueue\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n",
+            b"-NOSCRIPT No matching script.\r\n",
+            b"*2\r\n+OK\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ];
+        for answer in answers {
+            let (value, length) = decode(answer).expect("valid").expect("complete");
+            assert_eq!(length, answer.len(), "{}", String::from_utf8_lossy(answer));
+            let crate_reads = redis::parse_redis_value(answer).expect("the crate reads it");
+            assert_eq!(value, crate_reads, "{}", String::from_utf8_lossy(answer));
+        }
     }
 }
