@@ -20,7 +20,7 @@ RULES = [
     ("HMAC and SHA-256 (signature, replay guard)", re.compile(r"^(<)?(hmac|sha2|sha1|digest|block_buffer)::")),
     ("event id", re.compile(r"hookgate::verify::event_id|^(<)?serde_json::")),
     ("verify: headers, hex, compare", re.compile(r"hookgate::verify::|^(<)?hex::|^(<)?subtle::")),
-    ("dedup store", re.compile(r"hookgate::dedup::|foldhash|hashbrown")),
+    ("dedup: the layer and the store", re.compile(r"hookgate::dedup::|foldhash|hashbrown")),
     ("Redis client", re.compile(r"hookgate::redis_client|^(<)?redis::|^(<)?combine::")),
     ("metrics", re.compile(r"^(<)?metrics(_exporter_prometheus|_util)?::|hookgate::metrics")),
     ("tracing", re.compile(r"^(<)?tracing(_core|_subscriber)?::")),
@@ -54,13 +54,42 @@ def kernel_part(frames):
     return "kernel: page faults and interrupts"
 
 
+def own_path(symbol):
+    """The path of the function itself: `<A<X> as Trait<Y>>::call` becomes `A::call`, and generic arguments
+    go, so that a rule matches where the code is, never a type it is generic over (a layer's
+    `Service<hookgate::verify::event_id::Event>` is the layer's code, not the event id's)."""
+    if symbol.startswith("<"):
+        depth = 0
+        for close, ch in enumerate(symbol):
+            depth += (ch == "<") - (ch == ">")
+            if depth == 0:
+                break
+        inner, rest = symbol[1:close], symbol[close + 1:]
+        depth = 0
+        for i, ch in enumerate(inner):
+            depth += (ch == "<") - (ch == ">")
+            if depth == 0 and inner.startswith(" as ", i):
+                inner = inner[:i]
+                break
+        symbol = inner + rest
+    kept, depth = [], 0
+    for ch in symbol:
+        if ch == "<":
+            depth += 1
+        elif ch == ">" and depth > 0:
+            depth -= 1
+        elif depth == 0:
+            kept.append(ch)
+    return "".join(kept)
+
+
 def part_of(frames):
     if not frames:
         return "unknown"
     if frames[0][1].startswith("[kernel"):
         return kernel_part(frames)
     for symbol, _ in frames:
-        symbol = re.sub(r"\+0x[0-9a-f]+$", "", symbol)
+        symbol = own_path(re.sub(r"\+0x[0-9a-f]+$", "", symbol))
         for part, pattern in RULES:
             if pattern.search(symbol):
                 return part
