@@ -26,18 +26,22 @@ pub(crate) struct Connection {
 impl Connection {
     /// Sends `request` (encoded for `target`) and reads its answer to the end.
     pub(crate) async fn send(&mut self, target: &Target, request: &[u8]) -> Result<Answer, String> {
-        let connection = match self.open.take().filter(|c| !c.closed_by_peer()) {
-            Some(connection) => connection,
-            None => wire::Connection::open(target.address())
-                .await
-                .map_err(|e| e.to_string())?,
-        };
+        let idle = self.open.take().filter(|c| !c.closed_by_peer());
         let mut outcome = None;
-        let exchange = connection.exchange(request, |name, value| {
-            if name.eq_ignore_ascii_case("x-hookgate-outcome") {
-                outcome = Some(String::from_utf8_lossy(value).into_owned());
-            }
-        });
+        // The deadline covers opening a new connection too, as it covers the answer.
+        let exchange = async {
+            let connection = match idle {
+                Some(connection) => connection,
+                None => wire::Connection::open(target.address()).await?,
+            };
+            connection
+                .exchange(request, |name, value| {
+                    if name.eq_ignore_ascii_case("x-hookgate-outcome") {
+                        outcome = Some(String::from_utf8_lossy(value).into_owned());
+                    }
+                })
+                .await
+        };
         let answer = tokio::time::timeout(ANSWER_DEADLINE, exchange)
             .await
             .map_err(|_| format!("no answer within {ANSWER_DEADLINE:?}"))?
