@@ -12,8 +12,9 @@ use super::{
 };
 use crate::config::DownstreamUrl;
 
-pub use super::pool::{HttpClient, Target};
+pub use super::pool::HttpClient;
 use super::wire::RequestWriter;
+pub use super::wire::Target;
 
 /// The client every `http` handler shares, so connections to one downstream are pooled across sources.
 pub fn client() -> HttpClient {

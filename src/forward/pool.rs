@@ -15,8 +15,7 @@ use std::time::Duration;
 use http::{Method, StatusCode, Uri};
 use thread_local::ThreadLocal;
 
-pub use super::wire::Target;
-use super::wire::{Connection, RequestWriter, WireError};
+use super::wire::{Connection, RequestWriter, Target, WireError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per host; more are closed when they come back.

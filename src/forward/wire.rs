@@ -7,7 +7,7 @@
 //! leaves it fit for another request: a connection cut short by an error or a timeout (which drops the
 //! exchange) can never carry a second request.
 
-use std::io;
+use std::io::{self, Write};
 
 use bytes::{Buf, BytesMut};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -72,9 +72,8 @@ impl RequestWriter {
         buffer.extend_from_slice(target.authority.as_bytes());
         buffer.extend_from_slice(b"\r\n");
         if body_length > 0 || !(method == Method::GET || method == Method::HEAD) {
-            buffer.extend_from_slice(b"content-length: ");
-            buffer.extend_from_slice(body_length.to_string().as_bytes());
-            buffer.extend_from_slice(b"\r\n");
+            // Writing into a Vec cannot fail.
+            let _ = write!(buffer, "content-length: {body_length}\r\n");
         }
         RequestWriter { buffer }
     }
