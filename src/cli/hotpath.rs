@@ -11,6 +11,7 @@ use hookgate::config;
 use hookgate::error::Accepted;
 use hookgate::gateway::{Backends, Gateway};
 use hookgate::peer::ClientIp;
+use hookgate::stack::SourceService;
 use http_body_util::Full;
 use tower::ServiceExt;
 
@@ -56,6 +57,14 @@ fn body(n: usize) -> Bytes {
     Bytes::from(format!("{head}{}\"}}", "x".repeat(pad)))
 }
 
+/// The requests of one run, signed, and the stack they go through.
+struct Prepared {
+    stack: SourceService,
+    requests: Vec<Request>,
+}
+
+type Request = http::Request<Full<Bytes>>;
+
 pub fn run(args: HotpathArgs) -> Result<(), String> {
     let signed = args.signed.unwrap_or(args.requests);
     if signed < args.requests {
@@ -65,37 +74,43 @@ pub fn run(args: HotpathArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let forward = if args.loopback {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| e.to_string())?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let echo = super::echo::EchoArgs {
-                listen: addr,
-                status: 200,
-                delay: Duration::ZERO,
-            };
-            tokio::spawn(super::echo::serve(listener, echo, std::future::pending()));
-            format!("{{ kind = \"http\", url = \"http://{addr}/in\", timeout = \"5s\" }}")
-        } else {
-            "{ kind = \"discard\" }".to_owned()
+    let Prepared { stack, mut requests } = runtime.block_on(prepare(signed, args.loopback))?;
+    // The requests not sent are dropped after the count, not in it.
+    let unsent = requests.split_off(args.requests);
+    let forwarded = drive(&runtime, &stack, requests)?;
+    drop(unsent);
+    println!("{forwarded} requests forwarded");
+    Ok(())
+}
+
+/// Builds the gateway, signs `signed` requests, and sends one more (id `signed`) through the stack, so that
+/// whatever is made on first use (a clock's calibration, which spins on the wall clock; tracing's call
+/// sites) is made here and not in [`drive`].
+async fn prepare(signed: usize, loopback: bool) -> Result<Prepared, String> {
+    let forward = if loopback {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let echo = super::echo::EchoArgs {
+            listen: addr,
+            status: 200,
+            delay: Duration::ZERO,
         };
-        let path = std::path::Path::new("hotpath.toml");
-        let config = config::parse(&config_text(&forward), path).map_err(|e| e.to_string())?;
-        let backends = Backends::connect(&config, path).map_err(|e| e.to_string())?;
-        let gateway = Gateway::build(&config, &backends, path).map_err(|e| e.to_string())?;
-        let source = gateway.sources.first().ok_or("no source")?;
-        let requests: Vec<_> = (0..signed)
-            .map(|n| {
-                let body = body(n);
-                let headers = source.verifier.sign(&body, &format!("d-{n}"), 0);
-                (headers, body)
-            })
-            .collect();
-        let stack = hookgate::stack::source_stack(&gateway, source);
-        let mut forwarded = 0;
-        for (headers, body) in requests.into_iter().take(args.requests) {
+        tokio::spawn(super::echo::serve(listener, echo, std::future::pending()));
+        format!("{{ kind = \"http\", url = \"http://{addr}/in\", timeout = \"5s\" }}")
+    } else {
+        "{ kind = \"discard\" }".to_owned()
+    };
+    let path = std::path::Path::new("hotpath.toml");
+    let config = config::parse(&config_text(&forward), path).map_err(|e| e.to_string())?;
+    let backends = Backends::connect(&config, path).map_err(|e| e.to_string())?;
+    let gateway = Gateway::build(&config, &backends, path).map_err(|e| e.to_string())?;
+    let source = gateway.sources.first().ok_or("no source")?;
+    let mut requests = (0..=signed)
+        .map(|n| {
+            let body = body(n);
+            let headers = source.verifier.sign(&body, &format!("d-{n}"), 0);
             let mut request = http::Request::post("/hotpath")
                 .body(Full::new(body))
                 .map_err(|e| e.to_string())?;
@@ -104,12 +119,32 @@ pub fn run(args: HotpathArgs) -> Result<(), String> {
                 request.headers_mut().insert(name, value);
             }
             request.extensions_mut().insert(ClientIp([127, 0, 0, 1].into()));
-            match stack.clone().oneshot(request).await {
-                Ok(Accepted::Forwarded) => forwarded += 1,
-                other => return Err(format!("a request was not forwarded: {other:?}")),
-            }
+            Ok(request)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let stack = hookgate::stack::source_stack(&gateway, source);
+    let warm_up = requests.pop().ok_or("no request")?;
+    expect_forwarded(stack.clone().oneshot(warm_up).await)?;
+    Ok(Prepared { stack, requests })
+}
+
+/// Sends `requests` through the stack, one after the other. `bench/instructions.sh` counts the instructions
+/// inside this function only (`--toggle-collect`), so it must stay a function of its own.
+#[inline(never)]
+fn drive(runtime: &tokio::runtime::Runtime, stack: &SourceService, requests: Vec<Request>) -> Result<usize, String> {
+    runtime.block_on(async {
+        let mut forwarded = 0;
+        for request in requests {
+            expect_forwarded(stack.clone().oneshot(request).await)?;
+            forwarded += 1;
         }
-        println!("{forwarded} requests forwarded");
-        Ok(())
+        Ok(forwarded)
     })
+}
+
+fn expect_forwarded<E: std::fmt::Debug>(answer: Result<Accepted, E>) -> Result<(), String> {
+    match answer {
+        Ok(Accepted::Forwarded) => Ok(()),
+        other => Err(format!("a request was not forwarded: {other:?}")),
+    }
 }
