@@ -184,7 +184,9 @@ fn guard_id(digest: &[u8; 32]) -> String {
     text[..PREFIX.len()].copy_from_slice(PREFIX);
     // Cannot fail: the slice is exactly twice the digest's length.
     let _ = hex::encode_to_slice(digest, &mut text[PREFIX.len()..]);
-    String::from_utf8_lossy(&text).into_owned()
+    // ASCII throughout, so never the empty fallback; `from_utf8` checks it a word at a time, where
+    // `from_utf8_lossy` went a char at a time.
+    std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
 }
 
 /// [`settle`] for a claim that may be absent (delivering without dedup, or the guard off).

@@ -6,7 +6,7 @@
 //! request. Time is tokio's, so that tests can run it on a paused clock.
 
 use std::collections::{HashMap, VecDeque, hash_map};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -16,15 +16,6 @@ use super::{Found, StoreError, Token};
 
 const SHARDS: usize = 16;
 const PURGE_EVERY: Duration = Duration::from_secs(1);
-
-/// The exact key: source, a NUL byte (never part of a name) and the id.
-pub(crate) fn key(source: &str, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(source.len() + 1 + id.len());
-    key.extend_from_slice(source.as_bytes());
-    key.push(0);
-    key.extend_from_slice(id.as_bytes());
-    key
-}
 
 /// Milliseconds since the store's epoch: an id's end of lease or of TTL.
 type Millis = u64;
@@ -67,7 +58,7 @@ impl From<Packed> for Entry {
 /// An id's digest: two independently seeded 64-bit hashes of the exact key. Keys come from verified
 /// events only and the seeds are random per process, so nobody can aim for a collision, and by chance one
 /// is about 1 in 10^29 among 10^5 ids.
-type Digest = [u64; 2];
+pub(crate) type Digest = [u64; 2];
 
 #[derive(Debug, Default)]
 struct Shard {
@@ -143,9 +134,16 @@ impl MemoryStore {
         }
     }
 
-    fn digest(&self, key: &[u8]) -> Digest {
-        let [a, b] = &self.hashers;
-        [a.hash_one(key), b.hash_one(key)]
+    /// The digest of `(source, id)`: the source, a NUL byte (never part of a name) and the id, hashed in
+    /// place (no key is built). A claim keeps it, so that its commit or release does not hash again.
+    pub(crate) fn digest(&self, source: &str, id: &str) -> Digest {
+        self.hashers.each_ref().map(|seed| {
+            let mut hasher = seed.build_hasher();
+            hasher.write(source.as_bytes());
+            hasher.write_u8(0);
+            hasher.write(id.as_bytes());
+            hasher.finish()
+        })
     }
 
     /// `at`, in milliseconds since the epoch.
@@ -161,9 +159,8 @@ impl MemoryStore {
         self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn claim(&self, key: &Arc<[u8]>, token: Token, lease: Duration) -> Result<Found, StoreError> {
+    pub(crate) fn claim(&self, key: Digest, token: Token, lease: Duration) -> Result<Found, StoreError> {
         let now = self.millis(Instant::now());
-        let key = self.digest(key);
         let until = now.saturating_add(crate::redis_client::millis(lease));
         let entry = Packed::from(Entry::InFlight { token, until });
         let mut shard = self.shard(key);
@@ -189,8 +186,7 @@ impl MemoryStore {
 
     /// Marks the id done for `ttl`, whoever holds it now: the event was delivered. `true` when the claim
     /// was still ours.
-    pub(crate) fn commit(&self, key: &Arc<[u8]>, token: Token, ttl: Duration) -> bool {
-        let key = self.digest(key);
+    pub(crate) fn commit(&self, key: Digest, token: Token, ttl: Duration) -> bool {
         let until = self
             .millis(Instant::now())
             .saturating_add(crate::redis_client::millis(ttl));
@@ -215,8 +211,7 @@ impl MemoryStore {
         ours
     }
 
-    pub(crate) fn release(&self, key: &[u8], token: Token) -> bool {
-        let key = self.digest(key);
+    pub(crate) fn release(&self, key: Digest, token: Token) -> bool {
         let mut shard = self.shard(key);
         if matches!(shard.get(&key), Some(Entry::InFlight { token: t, .. }) if t == token) {
             shard.map.remove(&key);
@@ -265,62 +260,63 @@ mod tests {
     const LEASE: Duration = Duration::from_secs(30);
     const TTL: Duration = Duration::from_secs(3600);
 
-    fn claimed(store: &MemoryStore, key: &[u8]) -> Token {
+    /// The digest of `id` of the source "src".
+    fn key(store: &MemoryStore, id: &str) -> Digest {
+        store.digest("src", id)
+    }
+
+    fn claimed(store: &MemoryStore, id: &str) -> Token {
         let token = Token::new();
-        assert_eq!(store.claim(&Arc::from(key), token, LEASE), Ok(Found::Claimed));
+        assert_eq!(store.claim(key(store, id), token, LEASE), Ok(Found::Claimed));
         token
     }
 
-    fn arc(key: &[u8]) -> Arc<[u8]> {
-        Arc::from(key)
-    }
-
-    fn claim(store: &MemoryStore, key: &[u8]) -> Result<Found, StoreError> {
-        store.claim(&Arc::from(key), Token::new(), LEASE)
+    fn claim(store: &MemoryStore, id: &str) -> Result<Found, StoreError> {
+        store.claim(key(store, id), Token::new(), LEASE)
     }
 
     #[tokio::test(start_paused = true)]
     async fn claim_commit_then_duplicate_until_the_ttl_runs_out() {
         let store = MemoryStore::start(1000);
-        let token = claimed(&store, b"k");
-        assert!(matches!(claim(&store, b"k"), Ok(Found::InFlight(Some(_)))));
-        assert!(store.commit(&arc(b"k"), token, TTL));
-        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
+        let token = claimed(&store, "k");
+        assert!(matches!(claim(&store, "k"), Ok(Found::InFlight(Some(_)))));
+        assert!(store.commit(key(&store, "k"), token, TTL));
+        assert_eq!(claim(&store, "k"), Ok(Found::Duplicate));
 
         tokio::time::advance(TTL - Duration::from_secs(1)).await;
-        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
+        assert_eq!(claim(&store, "k"), Ok(Found::Duplicate));
         tokio::time::advance(Duration::from_secs(2)).await;
         // The background purge has run on the paused clock: the id is gone, not just expired.
         tokio::task::yield_now().await;
         assert_eq!(store.len(), 0);
-        claimed(&store, b"k");
+        claimed(&store, "k");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_released_id_can_be_claimed_again() {
         let store = MemoryStore::start(1000);
-        let token = claimed(&store, b"k");
-        assert!(store.release(b"k", token));
-        claimed(&store, b"k");
+        let token = claimed(&store, "k");
+        assert!(store.release(key(&store, "k"), token));
+        claimed(&store, "k");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_expired_lease_lets_a_new_claim_through_and_a_late_commit_still_marks_the_event_done() {
         let store = MemoryStore::start(1000);
-        let stale = claimed(&store, b"k");
+        let stale = claimed(&store, "k");
         tokio::time::advance(LEASE + Duration::from_millis(1)).await;
-        let fresh = claimed(&store, b"k");
-        assert!(!store.release(b"k", stale), "a stale token cannot release");
-        assert!(matches!(claim(&store, b"k"), Ok(Found::InFlight(_))));
+        let fresh = claimed(&store, "k");
+        assert!(!store.release(key(&store, "k"), stale), "a stale token cannot release");
+        assert!(matches!(claim(&store, "k"), Ok(Found::InFlight(_))));
         // The stale holder delivered the event all the same: it is done, and the fresh holder's release
         // cannot undo that.
         assert!(
-            !store.commit(&arc(b"k"), stale, TTL),
+            !store.commit(key(&store, "k"), stale, TTL),
             "the commit says the lease was lost"
         );
-        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
-        assert!(!store.release(b"k", fresh));
-        assert_eq!(claim(&store, b"k"), Ok(Found::Duplicate));
+        assert_eq!(claim(&store, "k"), Ok(Found::Duplicate));
+        assert!(!store.release(key(&store, "k"), fresh));
+        assert_eq!(claim(&store, "k"), Ok(Found::Duplicate));
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,8 +325,8 @@ mod tests {
         let store = MemoryStore::start(cap);
         for i in 0..cap * 10 {
             let key = format!("id-{i}");
-            let token = claimed(&store, key.as_bytes());
-            assert!(store.commit(&Arc::from(key.as_bytes()), token, TTL));
+            let token = claimed(&store, &key);
+            assert!(store.commit(self::key(&store, &key), token, TTL));
             tokio::time::advance(Duration::from_millis(1)).await;
         }
         assert!(store.len() <= cap, "{} ids held, cap {cap}", store.len());
@@ -340,8 +336,8 @@ mod tests {
             store.len()
         );
         let newest = format!("id-{}", cap * 10 - 1);
-        assert_eq!(claim(&store, newest.as_bytes()), Ok(Found::Duplicate));
-        assert_eq!(claim(&store, b"id-0"), Ok(Found::Claimed), "the oldest was evicted");
+        assert_eq!(claim(&store, &newest), Ok(Found::Duplicate));
+        assert_eq!(claim(&store, "id-0"), Ok(Found::Claimed), "the oldest was evicted");
     }
 
     #[tokio::test(start_paused = true)]
@@ -351,21 +347,24 @@ mod tests {
         let mut held = Vec::new();
         let mut refused = 0;
         for i in 0..200 {
-            let key = format!("busy-{i}");
-            match claim(&store, key.as_bytes()) {
-                Ok(Found::Claimed) => held.push(key),
+            let id = format!("busy-{i}");
+            match claim(&store, &id) {
+                Ok(Found::Claimed) => held.push(id),
                 Err(StoreError::Full) => refused += 1,
                 other => panic!("{other:?}"),
             }
         }
         assert!(refused > 0);
-        for key in &held {
-            assert!(matches!(claim(&store, key.as_bytes()), Ok(Found::InFlight(_))));
+        for id in &held {
+            assert!(matches!(claim(&store, id), Ok(Found::InFlight(_))));
         }
     }
 
     #[test]
-    fn keys_of_different_sources_never_collide() {
-        assert_ne!(key("ab", "c"), key("a", "bc"));
+    fn the_source_and_the_id_are_hashed_apart() {
+        let store = MemoryStore::new(10);
+        assert_ne!(store.digest("ab", "c"), store.digest("a", "bc"));
+        assert_ne!(store.digest("a", "b"), store.digest("b", "a"));
+        assert_eq!(store.digest("a", "b"), store.digest("a", "b"));
     }
 }

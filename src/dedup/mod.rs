@@ -88,7 +88,8 @@ pub struct DedupStore {
     /// Deliveries under a claim, which run to the end whether or not their sender waits.
     deliveries: TaskTracker,
     /// Cancelled when shutdown cuts the deliveries still running: their claims are dropped, so released.
-    cut: CancellationToken,
+    /// Shared by `Arc`: cloning the token itself takes a lock, twice per request.
+    cut: Arc<CancellationToken>,
     warn_throttle: Throttle,
 }
 
@@ -113,7 +114,7 @@ impl DedupStore {
             on_error: config.on_store_error,
             releases: TaskTracker::new(),
             deliveries: TaskTracker::new(),
-            cut: CancellationToken::new(),
+            cut: Arc::new(CancellationToken::new()),
             warn_throttle: Throttle::default(),
         }))
     }
@@ -134,19 +135,22 @@ impl DedupStore {
     /// Marks `id` of `source` in flight, unless it is done or in flight already.
     pub async fn claim(self: &Arc<Self>, source: &str, id: &EventId) -> Result<ClaimResult, StoreError> {
         let token = Token::new();
-        let key: Arc<[u8]> = match &self.backend {
-            Backend::Memory(_) => memory::key(source, id.as_str()),
-            Backend::Redis(r) => r.key(source, id.as_str()),
-        }
-        .into();
-        let found = self
-            .call("claim", async {
-                match &self.backend {
-                    Backend::Memory(m) => m.claim(&key, token, self.lease),
-                    Backend::Redis(r) => r.claim(&key, token, self.lease).await,
+        let (key, found) = match &self.backend {
+            // Synchronous and sub-microsecond: no future, no timer.
+            Backend::Memory(m) => {
+                let digest = m.digest(source, id.as_str());
+                let found = m.claim(digest, token, self.lease);
+                if found.is_err() {
+                    crate::metrics::store_error("claim");
                 }
-            })
-            .await?;
+                (StoreKey::Memory(digest), found?)
+            }
+            Backend::Redis(r) => {
+                let key: Arc<[u8]> = r.key(source, id.as_str()).into();
+                let found = self.call("claim", r.claim(&key, token, self.lease)).await?;
+                (StoreKey::Redis(key), found)
+            }
+        };
         Ok(match found {
             Found::Claimed => ClaimResult::Claimed(Claim {
                 store: self.clone(),
@@ -177,10 +181,13 @@ impl DedupStore {
         &self,
         delivery: Pin<Box<dyn Future<Output = T> + Send>>,
     ) -> Delivery<T> {
-        let cut = self.cut.clone();
+        let cut = Arc::clone(&self.cut);
         Delivery {
             work: Some(Box::pin(async move {
+                // Delivery first: one that has ended is reported rather than cut, and one that ends on its
+                // first poll (the memory store, a quick handler) never registers with the token.
                 tokio::select! {
+                    biased;
                     output = delivery => Some(output),
                     () = cut.cancelled() => None,
                 }
@@ -215,42 +222,43 @@ impl DedupStore {
         self.warn_throttle.ready(Duration::from_secs(10))
     }
 
-    /// Runs one store call under the store timeout, and records its duration and any error.
+    /// Runs one Redis call under the store timeout, and records its duration and any error. (The memory
+    /// store's calls are synchronous and sub-microsecond: a timer or a latency sample would cost more.)
     async fn call<T>(
         &self,
         op: &'static str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let result = match self.backend {
-            // No I/O and sub-microsecond: a timer or a latency sample per call would cost more than the call.
-            Backend::Memory(_) => work.await,
-            Backend::Redis(_) => {
-                let started = Instant::now();
-                let result = tokio::time::timeout(self.timeout, work)
-                    .await
-                    .unwrap_or(Err(StoreError::Timeout(self.timeout)));
-                crate::metrics::store_call(op, started.elapsed());
-                result
-            }
-        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+        crate::metrics::store_call(op, started.elapsed());
         if result.is_err() {
             crate::metrics::store_error(op);
         }
         result
     }
 
-    async fn settle(&self, key: &Arc<[u8]>, token: Token, commit: bool) -> Result<bool, StoreError> {
-        let op = if commit { "commit" } else { "release" };
-        self.call(op, async {
-            match (&self.backend, commit) {
-                (Backend::Memory(m), true) => Ok(m.commit(key, token, self.ttl)),
-                (Backend::Memory(m), false) => Ok(m.release(key, token)),
-                (Backend::Redis(r), true) => r.commit(key, token, self.ttl).await,
-                (Backend::Redis(r), false) => r.release(key, token).await,
+    async fn settle(&self, key: &StoreKey, token: Token, commit: bool) -> Result<bool, StoreError> {
+        match (&self.backend, key) {
+            (Backend::Memory(m), StoreKey::Memory(digest)) if commit => Ok(m.commit(*digest, token, self.ttl)),
+            (Backend::Memory(m), StoreKey::Memory(digest)) => Ok(m.release(*digest, token)),
+            (Backend::Redis(r), StoreKey::Redis(key)) if commit => {
+                self.call("commit", r.commit(key, token, self.ttl)).await
             }
-        })
-        .await
+            (Backend::Redis(r), StoreKey::Redis(key)) => self.call("release", r.release(key, token)).await,
+            // A claim's key is made by the store that settles it: another kind is not this store's claim.
+            _ => Ok(false),
+        }
     }
+}
+
+/// What a claim holds its id by: the memory store's digest, or the Redis key.
+#[derive(Debug, Clone)]
+enum StoreKey {
+    Memory(memory::Digest),
+    Redis(Arc<[u8]>),
 }
 
 /// A unique claim token: a release acts only while the stored token is this one, and a commit tells
@@ -276,8 +284,7 @@ impl Token {
 #[must_use = "a claim must be committed or released"]
 pub struct Claim {
     store: Arc<DedupStore>,
-    /// Shared with the memory store's map, so a claim costs one key allocation.
-    key: Arc<[u8]>,
+    key: StoreKey,
     token: Token,
     settled: bool,
 }
@@ -306,7 +313,9 @@ impl Drop for Claim {
         match &self.store.backend {
             // No I/O: release on the spot.
             Backend::Memory(m) => {
-                m.release(&self.key, self.token);
+                if let StoreKey::Memory(digest) = self.key {
+                    m.release(digest, self.token);
+                }
             }
             Backend::Redis(_) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
