@@ -4,7 +4,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 # A benchmark gateway: one GitHub-scheme source, a rate limit out of the way, forwarding to echo.
-# gateway_toml LISTEN_PORT ADMIN_PORT STORE REDIS_PORT FORWARD_KIND ECHO_PORT KEY_PREFIX
+# gateway_toml LISTEN_PORT ADMIN_PORT STORE REDIS_PORT FORWARD_KIND ECHO_PORT KEY_PREFIX [SOURCE_LINE]
 gateway_toml() {
   cat <<TOML
 [server]
@@ -22,6 +22,7 @@ name = "bench"
 path = "/webhooks/bench"
 scheme = "github"
 secrets = ["bench-secret-0123456789"]
+${8:-}
 [source.forward]
 kind = "$5"
 url = "http://127.0.0.1:$6/webhooks/bench"

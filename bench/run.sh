@@ -10,6 +10,9 @@
 #   HOOKGATE_BASELINE=/path/to/old/hookgate bench/run.sh
 #                           # also runs an older build as base_mem, base_redis and base_queue, interleaved
 #                           # with the others in the same rounds: a before/after comparison in one run
+#   REPLAY_GUARD=off bench/run.sh
+#                           # this build's variants run with replay_guard = "off" (an older build that
+#                           # predates the guard does the same work as this one then)
 #
 # Every variant is driven by the same client (hookgate loadgen: signed 1 KiB JSON events, 64 keep-alive
 # connections, closed loop) against the same downstream (hookgate echo):
@@ -115,8 +118,15 @@ http {
 NGINX
 "${PIN_PROXY[@]}" nginx -c "$work/nginx.conf"
 
+REPLAY_GUARD=${REPLAY_GUARD:-}
+case $REPLAY_GUARD in
+  ""|off) ;;
+  *) echo "bench: REPLAY_GUARD=$REPLAY_GUARD: only off is known" >&2; exit 2 ;;
+esac
 gateway_config() { # variant, dedup store, forward kind[, "older": a build that refuses allow_volatile]
-  gateway_toml "${PORT[$1]}" "${ADMIN[$1]}" "$2" "$REDIS" "$3" "$ECHO" "$1"
+  local source_line=""
+  case $1 in base_*) ;; *) [ -n "$REPLAY_GUARD" ] && source_line="replay_guard = \"$REPLAY_GUARD\"" ;; esac
+  gateway_toml "${PORT[$1]}" "${ADMIN[$1]}" "$2" "$REDIS" "$3" "$ECHO" "$1" "$source_line"
   # A queue on a Redis without persistence is refused unless told (builds before that key refuse the key).
   if [ "$3" = queue ] && [ "${4:-allow_volatile}" = allow_volatile ]; then echo "allow_volatile = true"; fi
 }
@@ -224,9 +234,10 @@ PY
 
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 mode="shared cores"
+[ -n "$REPLAY_GUARD" ] && mode="$mode, this build with replay_guard = $REPLAY_GUARD"
 if [ -n "$PINNED" ]; then
   stamp="$stamp-pinned"
-  mode="pinned: the proxy on core(s) ${PIN_PROXY[2]}, client, downstream and Redis on ${PIN_REST[2]}"
+  mode="pinned${REPLAY_GUARD:+, this build with replay_guard = $REPLAY_GUARD}: the proxy on core(s) ${PIN_PROXY[2]}, client, downstream and Redis on ${PIN_REST[2]}"
 fi
 [ -n "$SMOKE" ] && out="$work/smoke" || out="bench/results/$stamp"
 mkdir -p "$(dirname "$out")"
