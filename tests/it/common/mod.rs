@@ -20,9 +20,11 @@ use hyper_util::rt::TokioExecutor;
 pub use downstream::FakeDownstream;
 pub use gateway::TestGateway;
 
-/// A directory of this test process's own, `name` inside it, created if need be.
+/// A directory of this test process's own, `name` inside it, created if need be: under the target
+/// directory's `tmp` (cargo's place for what integration tests write), not the system's temp directory, so
+/// that what a test leaves behind goes with `cargo clean`.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir()
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("hookgate-it-{}", std::process::id()))
         .join(name);
     std::fs::create_dir_all(&dir).expect("temp dir");
