@@ -1,4 +1,5 @@
-//! `hookgate hotpath`: runs signed requests through one source's stack in this process, for instruction
+//! `hookgate hotpath`: runs signed requests through the gateway's whole stack in this process (the door's
+//! layers, the router, then the source's stack), for instruction
 //! counts under `valgrind --tool=callgrind` (`bench/instructions.sh`). Every request is signed before the
 //! first is sent, so that two runs that sign the same number and send different numbers differ by exactly
 //! the requests' handling: verification of a 1 KiB body, claim and commit in the memory store, and the
@@ -8,10 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookgate::config;
-use hookgate::error::Accepted;
 use hookgate::gateway::{Backends, Gateway};
-use hookgate::peer::ClientIp;
-use hookgate::stack::SourceService;
+use hookgate::peer::PeerAddr;
+use hookgate::stack::GatewayService;
 use http_body_util::Full;
 use tower::ServiceExt;
 
@@ -59,7 +59,7 @@ fn body(n: usize) -> Bytes {
 
 /// The requests of one run, signed, and the stack they go through.
 struct Prepared {
-    stack: SourceService,
+    stack: GatewayService,
     requests: Vec<Request>,
 }
 
@@ -118,11 +118,14 @@ async fn prepare(signed: usize, loopback: bool) -> Result<Prepared, String> {
                 let value = http::HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
                 request.headers_mut().insert(name, value);
             }
-            request.extensions_mut().insert(ClientIp([127, 0, 0, 1].into()));
+            // What the server puts on every request: the connection's peer.
+            request
+                .extensions_mut()
+                .insert(PeerAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))));
             Ok(request)
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let stack = hookgate::stack::source_stack(&gateway, source);
+    let stack = hookgate::stack::build(&gateway);
     let warm_up = requests.pop().ok_or("no request")?;
     expect_forwarded(stack.clone().oneshot(warm_up).await)?;
     Ok(Prepared { stack, requests })
@@ -131,7 +134,7 @@ async fn prepare(signed: usize, loopback: bool) -> Result<Prepared, String> {
 /// Sends `requests` through the stack, one after the other. `bench/instructions.sh` counts the instructions
 /// inside this function only (`--toggle-collect`), so it must stay a function of its own.
 #[inline(never)]
-fn drive(runtime: &tokio::runtime::Runtime, stack: &SourceService, requests: Vec<Request>) -> Result<usize, String> {
+fn drive(runtime: &tokio::runtime::Runtime, stack: &GatewayService, requests: Vec<Request>) -> Result<usize, String> {
     runtime.block_on(async {
         let mut forwarded = 0;
         for request in requests {
@@ -142,9 +145,15 @@ fn drive(runtime: &tokio::runtime::Runtime, stack: &SourceService, requests: Vec
     })
 }
 
-fn expect_forwarded<E: std::fmt::Debug>(answer: Result<Accepted, E>) -> Result<(), String> {
-    match answer {
-        Ok(Accepted::Forwarded) => Ok(()),
-        other => Err(format!("a request was not forwarded: {other:?}")),
+/// Succeeds on `200 forwarded`, the answer of a delivered event.
+fn expect_forwarded<B, E: std::fmt::Debug>(answer: Result<http::Response<B>, E>) -> Result<(), String> {
+    let response = answer.map_err(|e| format!("a request failed: {e:?}"))?;
+    let outcome = response
+        .headers()
+        .get("x-hookgate-outcome")
+        .and_then(|v| v.to_str().ok());
+    match (response.status().as_u16(), outcome) {
+        (200, Some("forwarded")) => Ok(()),
+        (status, outcome) => Err(format!("a request was not forwarded: {status} {outcome:?}")),
     }
 }
