@@ -9,6 +9,7 @@
 //! - [`server`]: `run(config, listeners, shutdown, reload)`: accept loops, reload, graceful drain.
 //! - [`cores`]: one single-threaded runtime per core, which the public connections are spread over.
 //! - [`stack`]: the one place the stack is assembled: the door, then each source's own stack.
+//! - [`sensitive`]: signature and credential headers marked sensitive at the door, before anything logs.
 //! - [`request_id`]: the request id, set at the door.
 //! - [`respond`]: turns each request's fate into status, outcome header, metric and log line.
 //! - [`peer`]: who sent a request (peer address, resolved client), as request extensions.
@@ -66,6 +67,7 @@ pub mod redis_client;
 pub mod replay;
 pub mod request_id;
 pub mod respond;
+pub mod sensitive;
 pub mod server;
 pub mod stack;
 pub mod telemetry;

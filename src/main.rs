@@ -68,7 +68,7 @@ enum Command {
     Echo(cli::echo::EchoArgs),
     /// Send signed webhooks at a fixed rate or as fast as answered, and report throughput and latency.
     Loadgen(cli::loadgen::LoadgenArgs),
-    /// Run signed requests through one source's stack in this process: what `bench/instructions.sh` counts
+    /// Run signed requests through the gateway's whole stack in this process: what `bench/instructions.sh` counts
     /// the instructions of.
     Hotpath(cli::hotpath::HotpathArgs),
     /// Queue operations.
