@@ -233,11 +233,11 @@ if bad:
 PY
 
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-mode="shared cores"
-[ -n "$REPLAY_GUARD" ] && mode="$mode, this build with replay_guard = $REPLAY_GUARD"
+guard=${REPLAY_GUARD:+, this build with replay_guard = $REPLAY_GUARD}
+mode="shared cores$guard"
 if [ -n "$PINNED" ]; then
   stamp="$stamp-pinned"
-  mode="pinned${REPLAY_GUARD:+, this build with replay_guard = $REPLAY_GUARD}: the proxy on core(s) ${PIN_PROXY[2]}, client, downstream and Redis on ${PIN_REST[2]}"
+  mode="pinned$guard: the proxy on core(s) ${PIN_PROXY[2]}, client, downstream and Redis on ${PIN_REST[2]}"
 fi
 [ -n "$SMOKE" ] && out="$work/smoke" || out="bench/results/$stamp"
 mkdir -p "$(dirname "$out")"
