@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request of the in-process request path, counted by valgrind's callgrind: stable on a
-# noisy machine, where a timing is not. Two paths: the door's layers, verify a 1 KiB body, claim and commit in the memory
-# store, forward to the `discard` handler; and the same with a real HTTP forward over loopback to an echo
-# downstream in the same process. Each is run twice, sending 1 000 and 2 000 of 2 000 requests signed
+# noisy machine, where a timing is not. Two paths: the door's layers, verify a 1 KiB body, claim and
+# commit in the memory store, forward to the `discard` handler; and the same with a real HTTP forward over
+# loopback to an echo downstream in the same process. Each is run twice, sending 1 000 and 2 000 of 2 000 requests signed
 # beforehand: the difference, over 1 000, is the handling of one request. Only the instructions inside
 # `hookgate::cli::hotpath::drive` are counted (the loop that sends, with everything it runs: the stack, the
 # downstream, the runtime's driver), so set-up, signing and whatever is made on first use (governor's and

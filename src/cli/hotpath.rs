@@ -1,9 +1,9 @@
 //! `hookgate hotpath`: runs signed requests through the gateway's whole stack in this process (the door's
-//! layers, the router, then the source's stack), for instruction
-//! counts under `valgrind --tool=callgrind` (`bench/instructions.sh`). Every request is signed before the
-//! first is sent, so that two runs that sign the same number and send different numbers differ by exactly
-//! the requests' handling: verification of a 1 KiB body, claim and commit in the memory store, and the
-//! forward (to the `discard` handler, or with `--loopback` over HTTP to an echo downstream in this process).
+//! layers, the router, then the source's stack), for instruction counts under `valgrind --tool=callgrind`
+//! (`bench/instructions.sh`). Every request is signed before the first is sent, so that two runs that sign
+//! the same number and send different numbers differ by exactly the requests' handling: the door's layers,
+//! verification of a 1 KiB body, claim and commit in the memory store, and the forward (to the `discard`
+//! handler, or with `--loopback` over HTTP to an echo downstream in this process).
 
 use std::time::Duration;
 
