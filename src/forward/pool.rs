@@ -54,11 +54,14 @@ impl HttpClient {
                 Some(connection) => (connection, true),
                 None => (connect(target.address()).await?, false),
             };
+            // Writes together: see [`let_the_core_finish_its_batch`].
+            let_the_core_finish_its_batch().await;
             match connection.exchange(request, |_, _| {}).await {
                 Ok(answer) => {
                     if let Some(connection) = answer.connection {
                         self.checkin(target.address(), connection);
                     }
+                    let_the_core_finish_its_batch().await;
                     return Ok(answer.status);
                 }
                 Err(WireError::Unsent(_)) if pooled => {}
@@ -89,6 +92,18 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// Lets the core's other ready requests run before this one writes: once before the request goes to the
+/// downstream, once before its answer goes back to the sender. A write to a peer that sleeps in `epoll_wait`
+/// pays for waking it (on a virtual machine, an interrupt to the peer's core through the hypervisor), and a
+/// peer that is still awake from the previous write takes the next one for free. Where each request wrote
+/// as soon as its own work was done, the writes were spread out by that work, and the downstream fell
+/// asleep between them. Deferred, the writes of one batch of ready requests go out back to back: pinned,
+/// with memory dedup, the gateway's CPU per request fell from 23.2 to 21.4 µs, and its p99 from 2.6 to
+/// 2.0–2.3 ms (bench/README.md). When nothing else is ready, this costs one pass of the scheduler.
+async fn let_the_core_finish_its_batch() {
+    tokio::task::yield_now().await;
 }
 
 /// A new keep-alive connection to `address` (`host:port`).
