@@ -21,8 +21,11 @@ pub struct MakeId;
 
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let id = format!("{:032x}", rand::random::<u128>());
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        let mut id = [0u8; 32];
+        // Cannot fail: the buffer is exactly twice the length of the bytes. (`format!` of a `u128` in hex
+        // cost three times as much.)
+        let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut id);
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
