@@ -86,6 +86,23 @@ impl RequestWriter {
         self.buffer.extend_from_slice(b"\r\n");
     }
 
+    /// Adds one header line whose value is `parts` end to end, when together they make a valid header
+    /// value (as [`HeaderValue::from_bytes`] would accept it); `false`, with nothing written, when they do
+    /// not. For values the gateway builds per request, without a `HeaderValue` of their own.
+    pub fn header_from_parts(&mut self, name: &HeaderName, parts: &[&[u8]]) -> bool {
+        let valid = |b: &u8| (*b >= 0x20 && *b != 0x7f) || *b == b'\t';
+        if !parts.iter().all(|part| part.iter().all(valid)) {
+            return false;
+        }
+        self.buffer.extend_from_slice(name.as_str().as_bytes());
+        self.buffer.extend_from_slice(b": ");
+        for part in parts {
+            self.buffer.extend_from_slice(part);
+        }
+        self.buffer.extend_from_slice(b"\r\n");
+        true
+    }
+
     /// The whole request, with `body`, which must be as long as announced.
     pub fn finish(mut self, body: &[u8]) -> Vec<u8> {
         self.buffer.extend_from_slice(b"\r\n");
