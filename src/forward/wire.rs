@@ -80,10 +80,7 @@ impl RequestWriter {
 
     /// Adds one header line.
     pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.buffer.extend_from_slice(name.as_str().as_bytes());
-        self.buffer.extend_from_slice(b": ");
-        self.buffer.extend_from_slice(value.as_bytes());
-        self.buffer.extend_from_slice(b"\r\n");
+        self.line(name, &[value.as_bytes()]);
     }
 
     /// Adds one header line whose value is `parts` end to end, when together they make a valid header
@@ -94,13 +91,18 @@ impl RequestWriter {
         if !parts.iter().all(|part| part.iter().all(valid)) {
             return false;
         }
+        self.line(name, parts);
+        true
+    }
+
+    /// Writes `name: ` and `parts` end to end as one line; the callers have checked the value.
+    fn line(&mut self, name: &HeaderName, parts: &[&[u8]]) {
         self.buffer.extend_from_slice(name.as_str().as_bytes());
         self.buffer.extend_from_slice(b": ");
         for part in parts {
             self.buffer.extend_from_slice(part);
         }
         self.buffer.extend_from_slice(b"\r\n");
-        true
     }
 
     /// The whole request, with `body`, which must be as long as announced.
