@@ -222,22 +222,29 @@ impl DedupStore {
         self.warn_throttle.ready(Duration::from_secs(10))
     }
 
-    /// Runs one Redis call under the store timeout, and records its duration and any error. (The memory
-    /// store's calls are synchronous and sub-microsecond: a timer or a latency sample would cost more.)
+    /// Runs one Redis call, and records its duration and any error. The Redis client bounds every call by
+    /// `timeout` (the client's own, the same setting), with one timer per batch of commands rather than one
+    /// per call; an error at or past it is the store's timeout. (The memory store's calls are synchronous
+    /// and sub-microsecond: a latency sample would cost more than the call.)
     async fn call<T>(
         &self,
         op: &'static str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(self.timeout)));
-        crate::metrics::store_call(op, started.elapsed());
+        let result = work.await;
+        let took = started.elapsed();
+        crate::metrics::store_call(op, took);
         if result.is_err() {
             crate::metrics::store_error(op);
         }
-        result
+        result.map_err(|error| {
+            if took >= self.timeout {
+                StoreError::Timeout(self.timeout)
+            } else {
+                error
+            }
+        })
     }
 
     async fn settle(&self, key: &StoreKey, token: Token, commit: bool) -> Result<bool, StoreError> {

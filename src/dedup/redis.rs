@@ -6,7 +6,7 @@
 //!   done marker whoever holds the key: the event was delivered, so it is done. The old value it returns
 //!   says whether the lease was still ours.
 //! - Release: a Lua script that deletes the key only while the stored token is ours, so a replica whose
-//!   lease ran out cannot delete another replica's claim. Loaded with EVALSHA, falling back on NOSCRIPT.
+//!   lease ran out cannot delete another replica's claim. Run with EVALSHA, with its text on NOSCRIPT.
 //!
 //! Keys are `{prefix}:dedup:{source}:{h}`, where `h` is the first 12 bytes (96 bits) of SHA-256 of the
 //! id, raw: a day of ids is held in memory, and every byte counts. With the default prefix and a source
@@ -17,10 +17,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Script;
-
 use super::{Found, StoreError, Token};
-use crate::redis_client::{RedisClient, millis};
+use crate::redis_client::{LuaScript, RedisClient, millis};
 
 const DONE: &[u8] = b"1";
 
@@ -35,7 +33,7 @@ return 0";
 pub struct RedisStore {
     client: RedisClient,
     prefix: Arc<str>,
-    release: Arc<Script>,
+    release: Arc<LuaScript>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -53,7 +51,7 @@ impl RedisStore {
         RedisStore {
             client,
             prefix: Arc::from(prefix),
-            release: Arc::new(Script::new(RELEASE)),
+            release: Arc::new(LuaScript::new(RELEASE)),
         }
     }
 
@@ -90,12 +88,12 @@ impl RedisStore {
 
     /// Deletes the key while it holds our token; `true` when it did.
     pub(crate) async fn release(&self, key: &[u8], token: Token) -> Result<bool, StoreError> {
-        let mut invocation = self.release.prepare_invoke();
-        invocation.key(key).arg(token.to_hex());
         // Safe to run twice: it deletes only a key holding our token.
         let deleted: i64 = self
             .client
-            .invoke_idempotent(&invocation)
+            .eval_idempotent(&self.release, |cmd| {
+                cmd.arg(1).arg(key).arg(token.to_hex());
+            })
             .await
             .map_err(StoreError::Redis)?;
         Ok(deleted == 1)

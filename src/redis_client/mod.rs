@@ -11,13 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, ScriptInvocation, TlsCertificates, Value};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Script, TlsCertificates, Value};
 use sha2::Digest;
 use thread_local::ThreadLocal;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::config::RedisUrls;
 use pipeline::{Endpoint, Pipeline};
@@ -29,8 +30,8 @@ struct Single {
     config: ConnectionManagerConfig,
     /// Plain TCP or Unix sockets: each thread's lean pipelined connection (see [`pipeline`]).
     lean: Option<(Arc<Endpoint>, ThreadLocal<Pipeline>)>,
-    /// `rediss://`, and scripts loaded on NOSCRIPT: the crate's connection manager, one per thread,
-    /// connected on the thread's first command.
+    /// `rediss://`: the crate's connection manager, one per thread, connected on the thread's first
+    /// command.
     managers: ThreadLocal<ConnectionManager>,
     /// Connections of their own for writes followed by `WAIT`, which blocks its connection until the
     /// replicas answer: the shared ones never wait for a replica.
@@ -56,14 +57,26 @@ impl Single {
             .map_err(|e| e.to_string())
     }
 
-    /// Sends `cmd` with whatever else this thread's requests are sending now, and returns its answer.
-    async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
+    /// Sends `cmd` with whatever else this thread's requests are sending now, and returns its answer, or
+    /// fails by `deadline`.
+    async fn query(&self, cmd: &Cmd, deadline: Instant) -> Result<Value, Failure> {
         match &self.lean {
-            Some((endpoint, pipelines)) => pipelines.get_or(|| Pipeline::new(endpoint.clone())).query(cmd).await,
-            // The manager pipelines concurrent commands on its one connection by itself.
+            // The pipeline bounds each batch by its commands' deadlines: no timer per command.
+            Some((endpoint, pipelines)) => {
+                pipelines
+                    .get_or(|| Pipeline::new(endpoint.clone()))
+                    .query(cmd, deadline)
+                    .await
+            }
+            // The manager pipelines concurrent commands on its one connection by itself. Boxed, as the
+            // cluster's call is: the crate's futures are large, and every caller's future would carry
+            // their size (and copy it, moving into a task) on the lean path too.
             None => {
                 let mut manager = self.manager().map_err(Failure::other)?;
-                cmd.query_async(&mut manager).await.map_err(|e| Failure::of(&e))
+                Box::pin(within(deadline, async {
+                    cmd.query_async(&mut manager).await.map_err(|e| Failure::of(&e))
+                }))
+                .await
             }
         }
     }
@@ -116,6 +129,8 @@ struct Cluster {
 #[derive(Clone)]
 pub struct RedisClient {
     inner: Inner,
+    /// How long a call may take, from the moment it is made, whether it is sent once or twice.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -164,7 +179,7 @@ impl RedisClient {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
-                let lean = pipeline::Endpoint::of(&client, timeout).map(|e| (Arc::new(e), ThreadLocal::new()));
+                let lean = pipeline::Endpoint::of(&client).map(|e| (Arc::new(e), ThreadLocal::new()));
                 Inner::Single(Arc::new(Single {
                     client,
                     config,
@@ -190,60 +205,86 @@ impl RedisClient {
                 }))
             }
         };
-        Ok(RedisClient { inner })
+        Ok(RedisClient { inner, timeout })
     }
 
-    /// Runs one command; an error is the message Redis or the connection gave.
+    /// Runs one command within the client's timeout; an error is the message Redis or the connection gave.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
-        self.query_once(cmd).await.map_err(|f| f.message)
+        self.send(cmd, self.deadline(), Resend::Never).await
     }
 
     /// Runs one command that is safe to run twice: when the connection it went out on turns out to be
     /// dead (Redis restarted since it was made), it is sent once more on the new connection, so that no
-    /// sender sees an error after Redis is back.
+    /// sender sees an error after Redis is back. Both sends share the one deadline.
     pub async fn query_idempotent<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
-        match self.query_once(cmd).await {
-            Err(failure) if failure.dropped => self.query_once(cmd).await.map_err(|f| f.message),
+        self.send(cmd, self.deadline(), Resend::OnDeadConnection).await
+    }
+
+    /// Runs `script` on the keys and arguments that `keys_and_args` adds (the number of keys first, then
+    /// the keys, then the arguments, as `EVALSHA` takes them), within the client's timeout, on the same
+    /// connection as every other command: by its SHA-1, and with its text only when Redis answers
+    /// `NOSCRIPT`.
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys_and_args: impl Fn(&mut Cmd),
+    ) -> Result<T, String> {
+        self.eval_with(script, &keys_and_args, Resend::Never).await
+    }
+
+    /// [`eval`](Self::eval) for a script that is safe to run twice: once more when its connection turns
+    /// out to be dead.
+    pub async fn eval_idempotent<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys_and_args: impl Fn(&mut Cmd),
+    ) -> Result<T, String> {
+        self.eval_with(script, &keys_and_args, Resend::OnDeadConnection).await
+    }
+
+    async fn eval_with<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys_and_args: &impl Fn(&mut Cmd),
+        resend: Resend,
+    ) -> Result<T, String> {
+        let deadline = self.deadline();
+        match self
+            .send(&script.cmd("EVALSHA", script.hash(), keys_and_args), deadline, resend)
+            .await
+        {
+            Err(e) if is_no_script(&e) => {
+                self.send(&script.cmd("EVAL", script.text(), keys_and_args), deadline, resend)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// A call made now ends by then, however many times it is sent.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    async fn send<T: FromRedisValue>(&self, cmd: &Cmd, deadline: Instant, resend: Resend) -> Result<T, String> {
+        match self.query_once(cmd, deadline).await {
+            Err(failure) if failure.dropped && resend == Resend::OnDeadConnection => {
+                self.query_once(cmd, deadline).await.map_err(|f| f.message)
+            }
             other => other.map_err(|f| f.message),
         }
     }
 
-    async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
+    async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd, deadline: Instant) -> Result<T, Failure> {
         match &self.inner {
             Inner::Single(single) => {
-                T::from_redis_value(single.query(cmd).await?).map_err(|e| Failure::other(e.to_string()))
+                T::from_redis_value(single.query(cmd, deadline).await?).map_err(|e| Failure::other(e.to_string()))
             }
             Inner::Cluster(cluster) => {
-                let mut connection = cluster_connection(&cluster.shared).await.map_err(Failure::other)?;
-                cmd.query_async(&mut connection).await.map_err(|e| Failure::of(&e))
-            }
-        }
-    }
-
-    /// Runs a script with EVALSHA, loading it on NOSCRIPT.
-    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
-        self.invoke_once(invocation).await.map_err(|f| f.message)
-    }
-
-    /// Runs a script that is safe to run twice, once more when its connection turns out to be dead.
-    pub async fn invoke_idempotent<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
-        match self.invoke_once(invocation).await {
-            Err(failure) if failure.dropped => self.invoke_once(invocation).await.map_err(|f| f.message),
-            other => other.map_err(|f| f.message),
-        }
-    }
-
-    async fn invoke_once<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, Failure> {
-        async fn on<C: ConnectionLike, T: FromRedisValue>(c: &mut C, i: &ScriptInvocation<'_>) -> Result<T, Failure> {
-            i.invoke_async(c).await.map_err(|e| Failure::of(&e))
-        }
-        match &self.inner {
-            Inner::Single(single) => on(&mut single.manager().map_err(Failure::other)?, invocation).await,
-            Inner::Cluster(cluster) => {
-                on(
-                    &mut cluster_connection(&cluster.shared).await.map_err(Failure::other)?,
-                    invocation,
-                )
+                Box::pin(within(deadline, async {
+                    let mut connection = cluster_connection(&cluster.shared).await.map_err(Failure::other)?;
+                    cmd.query_async(&mut connection).await.map_err(|e| Failure::of(&e))
+                }))
                 .await
             }
         }
@@ -308,6 +349,23 @@ impl Dedicated {
     }
 }
 
+/// Whether a command is sent once more when the connection it went out on was dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    Never,
+    OnDeadConnection,
+}
+
+/// `work`, or a failure at `deadline`.
+async fn within<T>(deadline: Instant, work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(Failure::other(NO_ANSWER.to_owned())))
+}
+
+/// What a call that ran out of time fails with.
+const NO_ANSWER: &str = "Redis did not answer in time";
+
 async fn cluster_connection(
     cluster: &(ClusterClient, OnceCell<ClusterConnection>),
 ) -> Result<ClusterConnection, String> {
@@ -340,4 +398,46 @@ pub fn millis(d: Duration) -> u64 {
 /// the server words it or as the client names it.
 pub fn is_no_script(message: &str) -> bool {
     message.starts_with("NOSCRIPT") || message.starts_with("NoScript")
+}
+
+/// A Lua script, run by its SHA-1 (`EVALSHA`) on the connection every other command takes: a script is
+/// one more command in the thread's next batch, not a hop through another connection. Its text goes out
+/// (`EVAL`, which also caches it) only when Redis does not know it: a new or restarted Redis, or one whose
+/// scripts were flushed.
+pub struct LuaScript {
+    text: &'static str,
+    hash: String,
+}
+
+impl LuaScript {
+    /// The script with this text.
+    pub fn new(text: &'static str) -> Self {
+        LuaScript {
+            text,
+            hash: Script::new(text).get_hash().to_owned(),
+        }
+    }
+
+    /// Its text, for `EVAL`.
+    pub fn text(&self) -> &'static str {
+        self.text
+    }
+
+    /// Its SHA-1 in hex, for `EVALSHA`.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    fn cmd(&self, verb: &str, script: &str, keys_and_args: &impl Fn(&mut Cmd)) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script);
+        keys_and_args(&mut cmd);
+        cmd
+    }
+}
+
+impl std::fmt::Debug for LuaScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LuaScript").field("hash", &self.hash).finish()
+    }
 }

@@ -8,21 +8,23 @@
 //! channel between the batch and the socket, as there is with the crate's multiplexed connection.
 //!
 //! At most one batch is on the wire at a time: commands that arrive while it is out go in the next one.
-//! A batch that gets no complete answer within the answer timeout fails, and its connection is closed
-//! (a late answer must never be taken for the next batch's); so does one whose connection breaks, and
-//! then its callers are told the connection was dropped, so that a command safe to send twice is sent
-//! once more, on a new connection.
+//! Each command comes with its caller's deadline, and a batch is bounded by the earliest deadline among
+//! its commands: one timer per batch, not one per command, and no caller waits past its own deadline,
+//! however long it queued. A batch that gets no complete answer by then fails, and its connection is
+//! closed (a late answer must never be taken for the next batch's); so does one whose connection breaks,
+//! and then its callers are told the connection was dropped, so that a command safe to send twice is sent
+//! once more, on a new connection, before the same deadline.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use redis::{Cmd, ConnectionAddr, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use super::Failure;
 
@@ -33,8 +35,6 @@ pub(super) struct Endpoint {
     username: Option<String>,
     password: Option<String>,
     db: i64,
-    /// Bounds the connection (with its login) and each batch's answers.
-    timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -46,7 +46,7 @@ enum Address {
 impl Endpoint {
     /// The endpoint of a client, when it is one this connection speaks to: not `rediss://`, which keeps the
     /// crate's own TLS connection.
-    pub(super) fn of(client: &redis::Client, timeout: Duration) -> Option<Self> {
+    pub(super) fn of(client: &redis::Client) -> Option<Self> {
         let info = client.get_connection_info();
         let address = match info.addr() {
             ConnectionAddr::Tcp(host, port) => Address::Tcp(host.clone(), *port),
@@ -59,7 +59,6 @@ impl Endpoint {
             username: settings.username().map(str::to_owned),
             password: settings.password().map(str::to_owned),
             db: settings.db(),
-            timeout,
         })
     }
 
@@ -233,6 +232,9 @@ type Answer = oneshot::Sender<Result<Value, Failure>>;
 struct Waiting {
     commands: Vec<u8>,
     answers: Vec<Answer>,
+    /// The earliest deadline among the waiting commands: it bounds their batch (with its connection and
+    /// login, when one has to be made). Set whenever `answers` is not empty.
+    due: Option<Instant>,
     /// Whether a task owns the socket now (it ends when this thread's runtime stops).
     driven: bool,
 }
@@ -267,13 +269,14 @@ impl Pipeline {
         }
     }
 
-    /// Sends `cmd` in this thread's next batch, and returns its answer.
-    pub(super) async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
+    /// Sends `cmd` in this thread's next batch, and returns its answer, or fails by `deadline`.
+    pub(super) async fn query(&self, cmd: &Cmd, deadline: Instant) -> Result<Value, Failure> {
         let (answer, answered) = oneshot::channel();
         let (start, wake) = {
             let mut waiting = self.shared.waiting();
             cmd.write_packed_command(&mut waiting.commands);
             waiting.answers.push(answer);
+            waiting.due = Some(waiting.due.map_or(deadline, |due| due.min(deadline)));
             let start = !waiting.driven;
             waiting.driven = true;
             (start, waiting.answers.len() == 1)
@@ -306,6 +309,7 @@ impl Drop for Driven {
             let mut waiting = self.0.waiting();
             waiting.driven = false;
             waiting.commands.clear();
+            waiting.due = None;
             std::mem::take(&mut waiting.answers)
         };
         fail(
@@ -340,12 +344,25 @@ async fn drive(shared: Arc<Shared>, endpoint: Arc<Endpoint>) {
             return;
         }
         tokio::task::yield_now().await;
-        {
+        let due = {
             let mut waiting = shared.waiting();
             std::mem::swap(&mut commands, &mut waiting.commands);
             std::mem::swap(&mut answers, &mut waiting.answers);
+            // Set with the first of these answers, under the same lock (`now` would fail the batch at once).
+            waiting.due.take().unwrap_or_else(Instant::now)
+        };
+        if due <= Instant::now() {
+            // The batch before took its callers' whole time (Redis stalled): this one's first caller is out
+            // of time already. Failing the batch unsent keeps the connection, which sending it only to
+            // time out at once would close.
+            commands.clear();
+            fail(
+                std::mem::take(&mut answers),
+                &Failure::other(super::NO_ANSWER.to_owned()),
+            );
+            continue;
         }
-        let sent = tokio::time::timeout(endpoint.timeout, async {
+        let sent = tokio::time::timeout_at(due, async {
             let open = match connection.as_mut() {
                 Some(open) => open,
                 None => connection.insert(endpoint.connect().await.map_err(Failure::other)?),
@@ -353,7 +370,7 @@ async fn drive(shared: Arc<Shared>, endpoint: Arc<Endpoint>) {
             open.exchange(&commands, answers.len()).await
         })
         .await
-        .unwrap_or_else(|_| Err(Failure::other("Redis did not answer in time".to_owned())));
+        .unwrap_or_else(|_| Err(Failure::other(super::NO_ANSWER.to_owned())));
         commands.clear();
         match sent {
             Ok(values) => {

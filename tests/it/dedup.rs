@@ -580,6 +580,85 @@ async fn a_frozen_redis_times_out_and_its_late_answers_reach_no_one() {
     assert_eq!(got, "old");
 }
 
+/// A command that queues behind a batch stuck on a frozen Redis fails by its own deadline: the client's
+/// timeout bounds a call from the moment it is made, not from the moment its batch goes out (which would
+/// let it wait up to twice as long).
+#[tokio::test]
+async fn a_command_queued_behind_a_stuck_batch_fails_by_its_own_deadline() {
+    let redis = RedisServer::start();
+    let timeout = Duration::from_millis(500);
+    let client = hookgate::redis_client::RedisClient::new(&RedisUrls::One(redis.url()), None, timeout).expect("client");
+    let _: String = client.query(&redis_cmd("SET", &["k", "v"])).await.expect("warm up");
+    redis.signal("STOP");
+    let started = std::time::Instant::now();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.query::<String>(&redis_cmd("GET", &["k"])).await }
+    });
+    // One thread: a few turns let the first command's batch go out (the write lands in the socket's
+    // buffer; Redis, stopped, does not read it), so the second command waits for the next batch.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.query::<String>(&redis_cmd("ECHO", &["x"])),
+    )
+    .await
+    .expect("the client's own timeout ends the wait");
+    let waited = started.elapsed();
+    assert!(second.is_err_and(|e| e.contains("in time")));
+    assert!(waited >= timeout, "{waited:?}");
+    assert!(waited < timeout + timeout / 2, "queued past its deadline: {waited:?}");
+    let first = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first command ends")
+        .expect("its task");
+    assert!(first.is_err_and(|e| e.contains("in time")));
+    redis.signal("CONT");
+}
+
+/// A script goes out by its hash; its text only when Redis does not know it: the first time, and again
+/// after its scripts were flushed (as after a restart), without the caller seeing an error.
+#[tokio::test]
+async fn scripts_run_by_their_hash_and_their_text_goes_out_only_when_redis_lacks_it() {
+    let redis = RedisServer::start();
+    let client = hookgate::redis_client::RedisClient::new(&RedisUrls::One(redis.url()), None, Duration::from_secs(5))
+        .expect("client");
+    let script = hookgate::redis_client::LuaScript::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    let add = |n: i64| {
+        let (client, script) = (&client, &script);
+        async move {
+            client
+                .eval::<i64>(script, |cmd| {
+                    cmd.arg(1).arg("counter").arg(n);
+                })
+                .await
+                .expect("the script runs")
+        }
+    };
+    assert_eq!(add(1).await, 1);
+    assert_eq!(add(2).await, 3);
+    assert_eq!(add(3).await, 6);
+    assert_eq!(redis.cli(&["script", "flush"]), "OK");
+    assert_eq!(add(4).await, 10);
+    let calls = |command: &str| -> u64 {
+        let stats = redis.cli(&["info", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        calls("eval"),
+        2,
+        "the text went out more often than Redis lacked the script"
+    );
+    assert!(calls("evalsha") >= 2, "the hash was not tried first");
+}
+
 fn redis_cmd(name: &str, args: &[&str]) -> ::redis::Cmd {
     let mut cmd = ::redis::cmd(name);
     args.iter().for_each(|a| {

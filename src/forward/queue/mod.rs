@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply};
-use redis::{FromRedisValue, Script};
+use redis::{Cmd, FromRedisValue};
 use serde::Serialize;
 
 use self::envelope::{Envelope, now_ms};
@@ -40,6 +40,7 @@ use super::http::{HttpHandler, Outgoing};
 use super::{Delivered, Delivery, ForwardError};
 use crate::config::forward::QUEUE_APPEND_TIMEOUT;
 use crate::config::{BackoffConfig, DedupConfig, QueueConfig};
+use crate::redis_client::LuaScript;
 use crate::redis_client::{Dedicated, RedisClient, millis};
 
 /// The delay before the retry that follows `attempts` failed attempts: full jitter, uniform between zero
@@ -73,9 +74,10 @@ pub struct Queue {
     config: QueueConfig,
     http: HttpHandler,
     scripts: Scripts,
-    /// The longest one settling script may take (`dedup.timeout`): with `timeout`, it bounds how long an
-    /// entry stays pending before it is settled, which `reclaim_after` must exceed.
-    settle_timeout: Duration,
+    /// The longest any call on the shared Redis client takes (`dedup.timeout`; the client bounds each by
+    /// it). With `timeout`, it bounds how long an entry stays pending before it is settled, which
+    /// `reclaim_after` must exceed.
+    redis_timeout: Duration,
     /// How long an event's append is remembered (`dedup.ttl`), so that a sender's retry does not append it
     /// again.
     marker_ttl: Duration,
@@ -156,7 +158,7 @@ impl Queue {
             config,
             http,
             scripts: Scripts::new(),
-            settle_timeout: dedup.timeout,
+            redis_timeout: dedup.timeout,
             marker_ttl: dedup.ttl,
         })
     }
@@ -175,11 +177,9 @@ impl Queue {
         let maxlen = self.config.maxlen.unwrap_or(0);
         let ttl = millis(self.marker_ttl);
         let replicas = self.config.wait_replicas;
-        // `EVALSHA` (or `EVAL`, with the script's text) on the keys and arguments of `scripts::APPEND`.
-        let command = |verb: &str, script: &str| {
-            let mut cmd = redis::cmd(verb);
-            cmd.arg(script)
-                .arg(3)
+        // The keys and arguments of `scripts::APPEND`.
+        let keys_and_args = |cmd: &mut Cmd| {
+            cmd.arg(3)
                 .arg(&self.keys.stream)
                 .arg(&self.keys.delayed)
                 .arg(&marker)
@@ -187,46 +187,45 @@ impl Queue {
                 .arg(FIELD)
                 .arg(&envelope)
                 .arg(ttl);
-            cmd
         };
         let run = async {
             if replicas == 0 {
                 // Pipelined with the other commands of this thread; safe to send twice (once per event).
-                let outcome = match self
+                let outcome = self
                     .redis
-                    .query_idempotent::<i64>(&command("EVALSHA", self.scripts.append.get_hash()))
-                    .await
-                {
-                    Err(e) if crate::redis_client::is_no_script(&e) => {
-                        self.redis
-                            .query_idempotent::<i64>(&command("EVAL", scripts::APPEND))
-                            .await
-                    }
-                    other => other,
-                }?;
+                    .eval_idempotent::<i64>(&self.scripts.append, keys_and_args)
+                    .await?;
                 return Ok((outcome, 0));
             }
             // The script and `WAIT` go out together on one connection: `EVAL`, whose text needs no loading.
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(self.scripts.append.text());
+            keys_and_args(&mut eval);
             let (outcome, acknowledged) = self
                 .redis
-                .write_and_wait(&command("EVAL", scripts::APPEND), replicas, self.config.wait_timeout)
+                .write_and_wait(&eval, replicas, self.config.wait_timeout)
                 .await?;
             Ok((i64::from_redis_value(outcome).map_err(|e| e.to_string())?, acknowledged))
         };
-        match tokio::time::timeout(QUEUE_APPEND_TIMEOUT, run).await {
-            Ok(Ok((0, _))) => Err(ForwardError::QueueFull),
-            Ok(Ok((_, acknowledged))) if acknowledged < replicas => {
+        let appended = if replicas == 0 && self.redis_timeout <= QUEUE_APPEND_TIMEOUT {
+            // The client bounds the call within the append's limit already: no second timer per event.
+            run.await
+        } else {
+            tokio::time::timeout(QUEUE_APPEND_TIMEOUT, run)
+                .await
+                .unwrap_or_else(|_| Err(format!("redis did not answer within {QUEUE_APPEND_TIMEOUT:?}")))
+        };
+        match appended {
+            Ok((0, _)) => Err(ForwardError::QueueFull),
+            Ok((_, acknowledged)) if acknowledged < replicas => {
                 tracing::warn!(source = %self.source, event_id = %delivery.event_id.as_str(), acknowledged, wanted = replicas, "replicas did not confirm an append in time; the sender will retry");
                 Err(ForwardError::Unreplicated {
                     acknowledged,
                     wanted: replicas,
                 })
             }
-            Ok(Ok(_)) => Ok(Delivered::Queued),
-            Ok(Err(e)) => Err(ForwardError::Enqueue(e)),
-            Err(_) => Err(ForwardError::Enqueue(format!(
-                "redis did not answer within {QUEUE_APPEND_TIMEOUT:?}"
-            ))),
+            Ok(_) => Ok(Delivered::Queued),
+            Err(e) => Err(ForwardError::Enqueue(e)),
         }
     }
 
@@ -311,25 +310,24 @@ impl Queue {
     /// entry pending, to be reclaimed and delivered again.
     async fn settle(
         &self,
-        script: &Script,
+        script: &LuaScript,
         moves_to: Option<&str>,
         entry_id: &str,
         extra: &[String],
         result: &'static str,
     ) -> &'static str {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(&self.keys.stream);
-        if let Some(key) = moves_to {
-            invocation.key(key);
-        }
-        invocation.arg(GROUP).arg(entry_id);
-        for arg in extra {
-            invocation.arg(arg);
-        }
-        let settled = tokio::time::timeout(self.settle_timeout, self.redis.invoke::<i64>(&invocation))
-            .await
-            .unwrap_or_else(|_| Err(format!("redis did not answer within {:?}", self.settle_timeout)));
-        let result = match settled {
+        let keys_and_args = |cmd: &mut Cmd| {
+            cmd.arg(1 + usize::from(moves_to.is_some())).arg(&self.keys.stream);
+            if let Some(key) = moves_to {
+                cmd.arg(key);
+            }
+            cmd.arg(GROUP).arg(entry_id);
+            for arg in extra {
+                cmd.arg(arg);
+            }
+        };
+        // Bounded by the client's timeout, `redis_timeout`.
+        let result = match self.redis.eval::<i64>(script, keys_and_args).await {
             Ok(1) => result,
             Ok(_) => {
                 tracing::info!(source = %self.source, entry_id, "another replica settled this entry first (it took it over); nothing moved");
@@ -366,13 +364,15 @@ impl Queue {
 
     /// Puts retries that are due back on the stream.
     async fn move_due(&self) -> Result<i64, String> {
-        let mut invocation = self.scripts.move_due.prepare_invoke();
-        invocation
-            .key(&self.keys.delayed)
-            .key(&self.keys.stream)
-            .arg(now_ms())
-            .arg(100);
-        self.redis.invoke(&invocation).await
+        self.redis
+            .eval(&self.scripts.move_due, |cmd| {
+                cmd.arg(2)
+                    .arg(&self.keys.delayed)
+                    .arg(&self.keys.stream)
+                    .arg(now_ms())
+                    .arg(100);
+            })
+            .await
     }
 
     /// Takes over entries that another consumer left pending for longer than `reclaim_after`. Entries
@@ -397,12 +397,13 @@ impl Queue {
 
     /// A consistent snapshot: one script reads every number at the same instant.
     pub async fn stats(&self) -> Result<QueueStats, String> {
-        let mut invocation = self.scripts.stats.prepare_invoke();
-        invocation
-            .key(&self.keys.stream)
-            .key(&self.keys.delayed)
-            .key(&self.keys.dead)
-            .arg(GROUP);
+        let keys_and_args = |cmd: &mut Cmd| {
+            cmd.arg(3)
+                .arg(&self.keys.stream)
+                .arg(&self.keys.delayed)
+                .arg(&self.keys.dead)
+                .arg(GROUP);
+        };
         let (depth, pending, delayed, dead, first, first_delayed): (
             u64,
             u64,
@@ -410,7 +411,7 @@ impl Queue {
             u64,
             Option<String>,
             Option<String>,
-        ) = self.redis.invoke(&invocation).await?;
+        ) = self.redis.eval(&self.scripts.stats, keys_and_args).await?;
         let oldest_ms = first
             .into_iter()
             .chain(first_delayed)
@@ -475,13 +476,15 @@ impl Queue {
             }
             envelope.attempt = 0;
             envelope.last_error = None;
-            let mut invocation = self.scripts.replay.prepare_invoke();
-            invocation
-                .key(&self.keys.dead)
-                .key(&self.keys.stream)
-                .arg(&entry.id)
-                .arg(envelope.to_json());
-            moved += usize::try_from(self.redis.invoke::<i64>(&invocation).await?).unwrap_or(0);
+            let json = envelope.to_json();
+            let keys_and_args = |cmd: &mut Cmd| {
+                cmd.arg(2)
+                    .arg(&self.keys.dead)
+                    .arg(&self.keys.stream)
+                    .arg(&entry.id)
+                    .arg(&json);
+            };
+            moved += usize::try_from(self.redis.eval::<i64>(&self.scripts.replay, keys_and_args).await?).unwrap_or(0);
         }
         Ok(moved)
     }

@@ -1,6 +1,6 @@
 //! The queue's Lua scripts: each settles one delivery, or moves entries between keys, atomically.
 
-use redis::Script;
+use crate::redis_client::LuaScript;
 
 /// The consumer group every replica reads in.
 pub(super) const GROUP: &str = "hookgate";
@@ -97,27 +97,27 @@ return 0";
 
 /// The scripts, loaded once per queue.
 pub(super) struct Scripts {
-    pub(super) append: Script,
-    pub(super) ack: Script,
-    pub(super) retry: Script,
-    pub(super) bury: Script,
-    pub(super) bury_raw: Script,
-    pub(super) move_due: Script,
-    pub(super) replay: Script,
-    pub(super) stats: Script,
+    pub(super) append: LuaScript,
+    pub(super) ack: LuaScript,
+    pub(super) retry: LuaScript,
+    pub(super) bury: LuaScript,
+    pub(super) bury_raw: LuaScript,
+    pub(super) move_due: LuaScript,
+    pub(super) replay: LuaScript,
+    pub(super) stats: LuaScript,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
         Scripts {
-            append: Script::new(APPEND),
-            ack: Script::new(ACK),
-            retry: Script::new(RETRY),
-            bury: Script::new(BURY),
-            bury_raw: Script::new(BURY_RAW),
-            move_due: Script::new(MOVE_DUE),
-            replay: Script::new(REPLAY),
-            stats: Script::new(STATS),
+            append: LuaScript::new(APPEND),
+            ack: LuaScript::new(ACK),
+            retry: LuaScript::new(RETRY),
+            bury: LuaScript::new(BURY),
+            bury_raw: LuaScript::new(BURY_RAW),
+            move_due: LuaScript::new(MOVE_DUE),
+            replay: LuaScript::new(REPLAY),
+            stats: LuaScript::new(STATS),
         }
     }
 }
