@@ -103,7 +103,8 @@ pub struct DedupConfig {
     /// source's forward timeout. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
-    /// Longest wait for one store call: a hung store must not hang requests. Default `1s`.
+    /// Longest wait for any Redis call (the store's and the queue's), from the moment it is made, queueing
+    /// and a resend after a dropped connection included: a hung store must not hang requests. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Memory store only: the most ids kept. Past it the oldest delivered ids are forgotten first; in-flight
