@@ -133,6 +133,13 @@ pub struct RedisClient {
     timeout: Duration,
 }
 
+impl RedisClient {
+    /// How long any call on this client may take, from the moment it is made (`dedup.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
 impl std::fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // URLs may hold a password: never print them.
@@ -249,14 +256,8 @@ impl RedisClient {
         resend: Resend,
     ) -> Result<T, String> {
         let deadline = self.deadline();
-        match self
-            .send(&script.cmd("EVALSHA", script.hash(), keys_and_args), deadline, resend)
-            .await
-        {
-            Err(e) if is_no_script(&e) => {
-                self.send(&script.cmd("EVAL", script.text(), keys_and_args), deadline, resend)
-                    .await
-            }
+        match self.send(&script.by_hash(keys_and_args), deadline, resend).await {
+            Err(e) if is_no_script(&e) => self.send(&script.with_text(keys_and_args), deadline, resend).await,
             other => other,
         }
     }
@@ -396,7 +397,7 @@ pub fn millis(d: Duration) -> u64 {
 
 /// Whether an error message is Redis's `NOSCRIPT` (the script is not loaded yet; send it with `EVAL`), as
 /// the server words it or as the client names it.
-pub fn is_no_script(message: &str) -> bool {
+fn is_no_script(message: &str) -> bool {
     message.starts_with("NOSCRIPT") || message.starts_with("NoScript")
 }
 
@@ -418,19 +419,19 @@ impl LuaScript {
         }
     }
 
-    /// Its text, for `EVAL`.
-    pub fn text(&self) -> &'static str {
-        self.text
+    /// `EVALSHA` of it, on the number of keys, keys and arguments that `keys_and_args` adds.
+    fn by_hash(&self, keys_and_args: impl FnOnce(&mut Cmd)) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash);
+        keys_and_args(&mut cmd);
+        cmd
     }
 
-    /// Its SHA-1 in hex, for `EVALSHA`.
-    pub fn hash(&self) -> &str {
-        &self.hash
-    }
-
-    fn cmd(&self, verb: &str, script: &str, keys_and_args: &impl Fn(&mut Cmd)) -> Cmd {
-        let mut cmd = redis::cmd(verb);
-        cmd.arg(script);
+    /// `EVAL` of its text, on the number of keys, keys and arguments that `keys_and_args` adds: for a
+    /// connection that may not know it, and where the caller sends the command itself.
+    pub(crate) fn with_text(&self, keys_and_args: impl FnOnce(&mut Cmd)) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.text);
         keys_and_args(&mut cmd);
         cmd
     }

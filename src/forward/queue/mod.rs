@@ -40,8 +40,7 @@ use super::http::{HttpHandler, Outgoing};
 use super::{Delivered, Delivery, ForwardError};
 use crate::config::forward::QUEUE_APPEND_TIMEOUT;
 use crate::config::{BackoffConfig, DedupConfig, QueueConfig};
-use crate::redis_client::LuaScript;
-use crate::redis_client::{Dedicated, RedisClient, millis};
+use crate::redis_client::{Dedicated, LuaScript, RedisClient, millis};
 
 /// The delay before the retry that follows `attempts` failed attempts: full jitter, uniform between zero
 /// and `min(max, initial × multiplier^(attempts − 1))`.
@@ -74,10 +73,6 @@ pub struct Queue {
     config: QueueConfig,
     http: HttpHandler,
     scripts: Scripts,
-    /// The longest any call on the shared Redis client takes (`dedup.timeout`; the client bounds each by
-    /// it). With `timeout`, it bounds how long an entry stays pending before it is settled, which
-    /// `reclaim_after` must exceed.
-    redis_timeout: Duration,
     /// How long an event's append is remembered (`dedup.ttl`), so that a sender's retry does not append it
     /// again.
     marker_ttl: Duration,
@@ -158,7 +153,6 @@ impl Queue {
             config,
             http,
             scripts: Scripts::new(),
-            redis_timeout: dedup.timeout,
             marker_ttl: dedup.ttl,
         })
     }
@@ -198,16 +192,17 @@ impl Queue {
                 return Ok((outcome, 0));
             }
             // The script and `WAIT` go out together on one connection: `EVAL`, whose text needs no loading.
-            let mut eval = redis::cmd("EVAL");
-            eval.arg(self.scripts.append.text());
-            keys_and_args(&mut eval);
             let (outcome, acknowledged) = self
                 .redis
-                .write_and_wait(&eval, replicas, self.config.wait_timeout)
+                .write_and_wait(
+                    &self.scripts.append.with_text(keys_and_args),
+                    replicas,
+                    self.config.wait_timeout,
+                )
                 .await?;
             Ok((i64::from_redis_value(outcome).map_err(|e| e.to_string())?, acknowledged))
         };
-        let appended = if replicas == 0 && self.redis_timeout <= QUEUE_APPEND_TIMEOUT {
+        let appended = if replicas == 0 && self.redis.timeout() <= QUEUE_APPEND_TIMEOUT {
             // The client bounds the call within the append's limit already: no second timer per event.
             run.await
         } else {
@@ -326,7 +321,8 @@ impl Queue {
                 cmd.arg(arg);
             }
         };
-        // Bounded by the client's timeout, `redis_timeout`.
+        // Bounded by the client's timeout (`dedup.timeout`): with `timeout`, it bounds how long an entry
+        // stays pending before it is settled, which `reclaim_after` must exceed.
         let result = match self.redis.eval::<i64>(script, keys_and_args).await {
             Ok(1) => result,
             Ok(_) => {
